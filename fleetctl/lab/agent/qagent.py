@@ -1,0 +1,1 @@
+"""Simulated agent placeholder."""
