@@ -1,0 +1,177 @@
+"""The files that make a simulated Mac: its private Mac filesystem, accounts, sshd and sudo.
+
+Everything a Mac owns lives under DIR/hosts/<name>/root and is bind-mounted over the
+matching path (/Applications, /Library, ...) inside that Mac's own mount namespace.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from importlib import resources
+from pathlib import Path
+
+from fleetctl.lab import network
+from fleetctl.lab.personas import MACOS, HostSpec
+
+ADMIN_UID = 501
+STAFF_GID = 20
+POD_NAME = "qagpublic.qg1.fleetlab.test"
+LAB_CA = "/Library/Keychains/fleetlab-root-ca.pem"
+# Mac paths each host gets privately; they must exist (empty) on the real root as mount points.
+MAC_PATHS = ["/Applications", "/Library", "/Users", "/private", "/etc/qualys", "/var/log/qualys", "/usr/local/qualys"]
+SHIMS = ["installer", "sw_vers", "pkgutil", "launchctl", "sysctl", "uname", "df", "system_profiler", "fleetlab-session"]
+GIB = 1 << 30
+# sshd's own files, at a path inside the Mac: the lab dir itself may be hidden (e.g. under /tmp).
+SSHD_DIR = "/private/var/fleetlab/sshd"
+
+
+def host_dir(lab_dir: Path, spec: HostSpec) -> Path:
+    return lab_dir / "hosts" / spec.name
+
+
+def write_lab_etc(lab_dir: Path, slot: int, specs: list[HostSpec], password_hash: str) -> None:
+    """Accounts and names every simulated Mac shares: admin (uid 501), wheel/staff groups, the pod."""
+    etc = lab_dir / "etc"
+    etc.mkdir(parents=True, exist_ok=True)
+    passwd = [
+        line.replace(":/root:", ":/private/var/root:") if line.startswith("root:") else line
+        for line in Path("/etc/passwd").read_text().splitlines()
+        if not line.startswith("admin:")
+    ]
+    passwd.append(f"admin:x:{ADMIN_UID}:{STAFF_GID}:Fleet Admin:/Users/admin:/bin/bash")
+    # macOS names gid 0 wheel and gid 20 staff; listed first so ls and id show Mac names.
+    group = ["wheel:x:0:root", f"staff:x:{STAFF_GID}:admin", "admin:x:80:admin"]
+    group += [l for l in Path("/etc/group").read_text().splitlines() if not l.startswith(("wheel:", "staff:", "admin:"))]
+    shadow = []
+    for line in Path("/etc/shadow").read_text().splitlines():
+        name, rest = line.split(":", 1)
+        if name == "root":  # a locked root ('!') would refuse even key logins without PAM
+            rest = "*:" + rest.split(":", 1)[1]
+        if name != "admin":
+            shadow.append(f"{name}:{rest}")
+    shadow.append(f"admin:{password_hash}:20000:0:99999:7:::")
+    hosts = ["127.0.0.1\tlocalhost", f"{network.pod_address(slot)}\t{POD_NAME}"]
+    hosts += [f"{network.host_address(slot, s.index)}\t{s.name} {s.name}.local" for s in specs]
+    for name, lines, mode in [("passwd", passwd, 0o644), ("group", group, 0o644), ("shadow", shadow, 0o640), ("hosts", hosts, 0o644)]:
+        path = etc / name
+        path.write_text("\n".join(lines) + "\n")
+        path.chmod(mode)
+
+
+def write_macbin(lab_dir: Path) -> Path:
+    """The macOS command shims, bind-mounted over /usr/local/bin on every Mac."""
+    macbin = lab_dir / "macbin"
+    shutil.rmtree(macbin, ignore_errors=True)
+    (macbin / ".lib").mkdir(parents=True)
+    lib = macbin / ".lib"
+    for package, name in [("fleetctl.lab.mac", "macshim.py"), ("fleetctl", "xar.py"), ("fleetctl.lab", "cpio.py")]:
+        (lib / name).write_bytes(resources.files(package).joinpath(name).read_bytes())
+    (lib / "macshim.py").chmod(0o755)
+    for shim in SHIMS:
+        (macbin / shim).symlink_to(".lib/macshim.py")
+    macbin.chmod(0o755)
+    return macbin
+
+
+def _mkdirs(root: Path) -> None:
+    for rel, mode in [
+        ("Applications", 0o775), ("Library/Application Support", 0o755), ("Library/LaunchDaemons", 0o755),
+        ("Library/Keychains", 0o755), ("Library/Preferences", 0o755), ("Users/admin", 0o755),
+        ("private/tmp", 0o1777), ("private/var/tmp", 0o1777), ("private/var/root", 0o700),
+        ("private/var/db/receipts", 0o755), ("private/var/fleetlab/counts", 0o777),
+        ("private/var/fleetlab/launchd", 0o755), ("etc/qualys", 0o755), ("var/log/qualys", 0o755),
+        ("usr/local/qualys", 0o755),
+    ]:
+        path = root / rel
+        path.mkdir(parents=True, exist_ok=True)
+        path.chmod(mode)
+    os.chown(root / "Users/admin", ADMIN_UID, STAFF_GID)
+
+
+def host_facts(spec: HostSpec, lab_ca: str) -> dict:
+    """What the shims report for this Mac (read from /private/var/fleetlab/host.json)."""
+    version, build = MACOS[spec.macos]
+    return {
+        "name": spec.name,
+        "arch": spec.arch,
+        "product_version": version,
+        "build_version": build,
+        "traits": [p for p in spec.as_list()[2:]],
+        "memsize": 268435456 if spec.has("lowmem") else 16 * GIB,
+        "disk_total_kb": 488245288,
+        "disk_free_kb": 81920 if spec.has("lowdisk") else 201326592,
+        "lab_ca": lab_ca,
+    }
+
+
+def _sshd_config(spec: HostSpec, address: str) -> str:
+    lines = [
+        f"ListenAddress {address}",
+        "Port 22",
+        f"HostKey {SSHD_DIR}/ssh_host_ed25519_key",
+        f"PidFile {SSHD_DIR}/sshd.pid",
+        "UsePAM no",
+        "StrictModes no",
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+        "PubkeyAuthentication yes",
+        "AuthorizedKeysFile /private/var/fleetlab/authorized_keys",
+        f"PermitRootLogin {'prohibit-password' if spec.has('root-login') else 'no'}",
+        "UseDNS no",
+        "PrintMotd no",
+        "PrintLastLog no",
+        "LogLevel ERROR",
+        "MaxStartups 100:30:200",
+        "MaxSessions 64",
+        "Subsystem sftp /usr/lib/openssh/sftp-server",
+    ]
+    if spec.has("drop-mid-transfer"):  # every session's input passes through a byte counter
+        lines.append("ForceCommand /usr/local/bin/fleetlab-session")
+    return "\n".join(lines) + "\n"
+
+
+def _sudoers(spec: HostSpec) -> str:
+    if spec.has("nosudo"):
+        return ""
+    if spec.has("sudo-password"):  # no cached credentials: every sudo asks, as fleetctl must expect
+        return "Defaults:admin lecture=never, timestamp_timeout=0\nadmin ALL=(ALL) ALL\n"
+    return "admin ALL=(ALL) NOPASSWD: ALL\n"
+
+
+def prepare_host(lab_dir: Path, slot: int, spec: HostSpec, client_pub: str) -> Path:
+    """Write a fresh Mac for SPEC; returns its directory (boot.json says how to start it)."""
+    hdir = host_dir(lab_dir, spec)
+    shutil.rmtree(hdir, ignore_errors=True)
+    root = hdir / "root"
+    _mkdirs(root)
+    meta = root / "private/var/fleetlab"
+    lab_ca = lab_dir / "pod" / "cert.pem"
+    shutil.copyfile(lab_ca, root / LAB_CA.lstrip("/"))
+    (meta / "host.json").write_text(json.dumps(host_facts(spec, LAB_CA), indent=1))
+    (meta / "authorized_keys").write_text(client_pub)
+    (meta / "authorized_keys").chmod(0o644)
+    sudoers = hdir / "sudoers.d"
+    sudoers.mkdir()
+    if text := _sudoers(spec):
+        (sudoers / "admin").write_text(text)
+        (sudoers / "admin").chmod(0o440)
+    sshd = root / SSHD_DIR.lstrip("/")
+    sshd.mkdir(mode=0o700)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", spec.name, "-f", str(sshd / "ssh_host_ed25519_key")],
+        check=True, capture_output=True,
+    )
+    (sshd / "sshd_config").write_text(_sshd_config(spec, network.host_address(slot, spec.index)))
+    binds = [[str(root / p.lstrip("/")), p] for p in MAC_PATHS]
+    binds += [[str(root / "private/tmp"), "/tmp"], [str(sudoers), "/etc/sudoers.d"], [str(lab_dir / "macbin"), "/usr/local/bin"]]
+    binds += [[str(lab_dir / "etc" / name), f"/etc/{name}"] for name in ("passwd", "group", "shadow", "hosts")]
+    boot = {"binds": binds, "hostname": spec.name, "argv": ["/usr/sbin/sshd", "-D", "-e", "-f", f"{SSHD_DIR}/sshd_config"]}
+    (hdir / "boot.json").write_text(json.dumps(boot, indent=1))
+    return hdir
+
+
+def known_hosts_line(lab_dir: Path, slot: int, spec: HostSpec) -> str:
+    key = (host_dir(lab_dir, spec) / "root" / SSHD_DIR.lstrip("/") / "ssh_host_ed25519_key.pub").read_text().split()
+    return f"{network.host_address(slot, spec.index)} {key[0]} {key[1]}\n"

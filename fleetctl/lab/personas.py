@@ -1,0 +1,96 @@
+"""Personas: the ways real Macs in a fleet differ, parsed from `--personas` specs."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fleetctl.errors import UsageError
+
+ARCHES = ("arm64", "x86_64")
+MACOS = {  # persona -> (ProductVersion, BuildVersion) as sw_vers prints them
+    "macos12": ("12.7.6", "21H1320"),
+    "macos13": ("13.7.1", "22H221"),
+    "macos14": ("14.5", "23F79"),
+    "macos15": ("15.1", "24B83"),
+}
+NEWEST_MACOS = "macos15"
+TRAITS = {
+    "lowdisk": "less than 100 MB free on /",
+    "lowmem": "less than 512 MB of RAM",
+    "sudo-password": "sudo asks admin for a password",
+    "nosudo": "admin may not use sudo at all",
+    "root-login": "the inventory logs in as root",
+    "installer-fails": "installer reports a failed install",
+    "drop-mid-transfer": "the SSH connection dies during an upload",
+    "unreachable": "nothing answers at its address",
+    "slowlink": "its link is shaped to 40 Mbit/s",
+    "proxy-only": "the pod is reachable only through the lab proxy",
+    "agent-crashes": "the agent daemon dies right after it starts",
+}
+ALL = (*ARCHES, *MACOS, *TRAITS)
+EXCLUSIVE = [set(ARCHES), set(MACOS), {"sudo-password", "nosudo"}]
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """One simulated Mac: its place in the fleet and what it is like."""
+
+    index: int  # 1-based
+    personas: tuple[str, ...]  # as given, in order, without defaults
+
+    @property
+    def name(self) -> str:
+        return f"mac-{self.index:03d}"
+
+    @property
+    def arch(self) -> str:
+        return next((p for p in self.personas if p in ARCHES), "arm64")
+
+    @property
+    def macos(self) -> str:
+        return next((p for p in self.personas if p in MACOS), NEWEST_MACOS)
+
+    def has(self, trait: str) -> bool:
+        return trait in self.personas
+
+    @property
+    def user(self) -> str:
+        return "root" if self.has("root-login") else "admin"
+
+    def as_list(self) -> list[str]:
+        """The full persona list recorded in the inventory (defaults made explicit)."""
+        traits = [p for p in self.personas if p in TRAITS]
+        return [self.arch, self.macos, *traits]
+
+
+def _entry(text: str, where: str) -> tuple[tuple[str, ...], int]:
+    body, _, count_text = text.partition("*")
+    count = 1
+    if count_text:
+        if not count_text.strip().isdigit() or int(count_text) < 1:
+            raise UsageError(f"--personas {where}: '*{count_text}' must be a positive count, e.g. x86_64*3")
+        count = int(count_text)
+    names = tuple(p.strip() for p in body.split("+"))
+    for name in names:
+        if name not in ALL:
+            raise UsageError(f"--personas {where}: unknown persona {name!r}; choose from {', '.join(ALL)}")
+    for group in EXCLUSIVE:
+        clash = [n for n in names if n in group]
+        if len(clash) > 1:
+            raise UsageError(f"--personas {where}: {' and '.join(clash)} cannot be combined on one host")
+    if len(set(names)) != len(names):
+        raise UsageError(f"--personas {where}: a persona is repeated")
+    return names, count
+
+
+def parse(spec: str, hosts: int) -> list[HostSpec]:
+    """Expand SPEC into HOSTS host specs; hosts beyond the spec are healthy defaults."""
+    plan: list[tuple[str, ...]] = []
+    for n, text in enumerate(spec.split(",") if spec.strip() else [], start=1):
+        if not text.strip():
+            raise UsageError(f"--personas entry {n} is empty; remove the extra comma")
+        names, count = _entry(text.strip(), f"entry {n} ({text.strip()!r})")
+        plan += [names] * count
+    if len(plan) > hosts:
+        raise UsageError(f"--personas describes {len(plan)} hosts but --hosts is {hosts}; raise --hosts")
+    plan += [()] * (hosts - len(plan))
+    return [HostSpec(i, names) for i, names in enumerate(plan, start=1)]

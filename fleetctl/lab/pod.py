@@ -1,0 +1,91 @@
+"""The lab's Qualys "pod": an HTTPS endpoint that records every agent check-in.
+
+Runs as its own process (`python -m fleetctl.lab.pod`); tests read DIR/pod/checkins.jsonl.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import ssl
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+ACTIVATED_MODULES = ["vm", "pc", "inv"]
+MAX_BODY = 64 << 10
+
+
+def make_certificate(pod_dir: Path, name: str) -> Path:
+    """A self-signed certificate for NAME; Macs trust it as the lab's root CA."""
+    pod_dir.mkdir(parents=True, exist_ok=True)
+    cert, key = pod_dir / "cert.pem", pod_dir / "key.pem"
+    if not cert.exists() or not key.exists():
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", str(key), "-out", str(cert), "-days", "3650", "-subj", f"/CN={name}",
+             "-addext", f"subjectAltName=DNS:{name}"],
+            check=True, capture_output=True,
+        )
+        key.chmod(0o600)
+    return cert
+
+
+class Pod(BaseHTTPRequestHandler):
+    server_version = "QualysPod/fleetlab"
+    log_file: Path
+    lock = threading.Lock()
+
+    def _reply(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:  # reachability probes (preflight) get a plain answer
+        self._reply(200, {"service": "Qualys CloudAgent pod (fleetlab)"})
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if not self.path.endswith("/CloudAgent/checkin") or not 0 < length <= MAX_BODY:
+            self._reply(404, {"error": "unknown endpoint"})
+            return
+        try:
+            checkin = json.loads(self.rfile.read(length))
+            if not isinstance(checkin, dict):
+                raise ValueError
+        except ValueError:
+            self._reply(400, {"error": "bad check-in"})
+            return
+        checkin["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        checkin["peer"] = self.client_address[0]
+        with self.lock, open(self.log_file, "a") as f:
+            f.write(json.dumps(checkin, sort_keys=True) + "\n")
+        self._reply(200, {"status": "ok", "modules": ACTIVATED_MODULES})
+
+    def log_message(self, format: str, *args) -> None:
+        pass
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dir", type=Path, required=True)
+    parser.add_argument("--address", required=True)
+    parser.add_argument("--port", type=int, default=443)
+    parser.add_argument("--max-hours", type=float, default=72, help="stop by itself after this long")
+    args = parser.parse_args()
+    Pod.log_file = args.dir / "checkins.jsonl"
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(args.dir / "cert.pem", args.dir / "key.pem")
+    server = ThreadingHTTPServer((args.address, args.port), Pod)
+    server.daemon_threads = True
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Timer(args.max_hours * 3600, server.shutdown).start()
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""A table of the simulated Macs, for `fleetctl lab status` and after `lab up`."""
+from __future__ import annotations
+
+import plistlib
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from fleetctl.lab.fleet import LabState, _alive
+
+RECEIPT = "root/private/var/db/receipts/com.qualys.cloud-agent.plist"
+
+
+def _agent_version(host_dir: Path) -> str:
+    try:
+        return plistlib.loads((host_dir / RECEIPT).read_bytes()).get("PackageVersion", "?")
+    except (OSError, plistlib.InvalidFileException):
+        return "-"
+
+
+def show(state: LabState, console: Console) -> None:
+    table = Table(title=f"fleetlab in {state.dir}", show_lines=False)
+    for col in ("host", "address", "user", "personas", "ssh", "agent"):
+        table.add_column(col)
+    up = 0
+    for h in state.hosts:
+        running = _alive(h.pid)
+        up += running
+        ssh = "[green]up[/green]" if running else ("[dim]unreachable[/dim]" if not h.pid else "[red]down[/red]")
+        table.add_row(h.name, h.address, h.user, " ".join(h.personas), ssh,
+                      _agent_version(Path(state.dir) / "hosts" / h.name))
+    console.print(table)
+    console.print(f"{up}/{len(state.hosts)} SSH servers running")
