@@ -30,6 +30,7 @@ TOOLS = {
     "qagent_uninstall.sh": "uninstall",
     "cloudagentctl.sh": "ctl",
     "qualys-cloud-agent": "daemon",
+    "string-util": "string-util",
 }
 POSTINSTALL = b"""#!/bin/sh
 # Reload the daemon so an upgrade runs the new code, as the vendor's package does.
