@@ -314,7 +314,7 @@ def checkin(config: dict, hostid: str) -> None:
             if reply.status != 200:
                 raise OSError(f"HTTP {reply.status}")
         except (OSError, ValueError, http.client.HTTPException) as e:
-            errors.append(f"{shown}: {e}")
+            errors.append(f"{shown if proxy else 'direct'}: {e}")
             if proxy:
                 log("Warning", f"Proxy {shown} failed: {e}", config)
             continue
