@@ -120,8 +120,9 @@ def _spawn(argv: list[str], log: Path) -> int:
 
 
 def _in_mount_namespace(directory: Path, netns: str | None = None) -> list[str]:
-    prefix = ["ip", "netns", "exec", netns] if netns else []
-    return [*prefix, "unshare", "--mount", "--uts", "--propagation", "private",
+    """A Mac also gets its own PID namespace, so `ps` and pids show only its own processes."""
+    mac = ["ip", "netns", "exec", netns, "unshare", "--pid", "--fork", "--kill-child", "--mount-proc"] if netns else ["unshare"]
+    return [*mac, "--mount", "--uts", "--propagation", "private",
             "/usr/bin/python3", "-I", "-S", str(BOOT), str(directory)]
 
 

@@ -68,6 +68,9 @@ def _payload(version: str, arch: str, size: int) -> bytes:
         "KeepAlive": True,
     })
     files: list[tuple[str, int, bytes]] = [
+        ("./Library/Application Support/QualysCloudAgent/Config", 0o040755, b""),
+        ("./Library/Application Support/QualysCloudAgent/Data", 0o040755, b""),
+        (f"./{APP}/Config/cert", 0o040755, b""),
         (f"./{APP}/Info.plist", 0o100644, info),
         (f"./{APP}/Resources/qagent.py", 0o100644, agent),
         (f"./{LAUNCHD_PLIST}", 0o100644, daemon),

@@ -62,7 +62,7 @@ def test_each_mac_has_its_own_private_filesystem(lab: Lab):
 
 
 def test_pkgutil_and_launchctl_before_install(lab: Lab):
-    mac = lab.mac("mac-017")
+    mac = lab.mac("mac-004")  # no test installs the agent here
     info = mac.run("pkgutil --pkg-info com.qualys.cloud-agent")
     assert info.returncode == 1 and info.stderr == "No receipt for 'com.qualys.cloud-agent' found at '/'.\n"
     printed = mac.run("sudo launchctl print system/com.qualys.cloud-agent")
