@@ -78,7 +78,7 @@ def _payload(version: str, arch: str, size: int) -> bytes:
     files += [(f"./{APP}/MacOS/{name}", 0o100755, _wrapper(cmd)) for name, cmd in TOOLS.items()]
     if arch == "x86_64":  # older Intel builds also ship the tools under /usr/local/qualys
         files += [(f"./{LEGACY_BIN}/{n}", 0o100755, _wrapper(c)) for n, c in TOOLS.items() if n.endswith(".sh")]
-    used = sum(len(d) for _, _, d in files) + 4096
+    used = sum(len(d) for _, _, d in files)
     blob = random.Random(f"{version}/{arch}").randbytes(max(size - used, 0))
     files.append((f"./{APP}/Frameworks/libqagent.dylib", 0o100755, blob))
     raw = io.BytesIO()
