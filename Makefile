@@ -26,13 +26,13 @@ unit: install
 fleet: install
 	$(VENV)/bin/pytest -q tests/fleet
 
+# Restarts the demo lab from scratch, so it can be run again and again.
 demo: install
-	$(VENV)/bin/fleetctl lab up --hosts 6 --personas "x86_64,sudo-password,lowdisk,installer-fails,proxy-only"
-	$(VENV)/bin/fleetctl lab demo
-	$(VENV)/bin/fleetctl lab status
+	-@$(VENV)/bin/fleetctl lab down 2>/dev/null
+	$(VENV)/bin/fleetctl lab up --hosts 8 --personas "x86_64*2,sudo-password,lowdisk,installer-fails,proxy-only"
 
 lab-down:
-	$(VENV)/bin/fleetctl lab down
+	-$(VENV)/bin/fleetctl lab down
 
 clean: lab-down
 	rm -rf $(VENV) .fleetlab

@@ -38,7 +38,7 @@ DIR_OPTION = click.option(
 @click.option("--personas", default="", help='Per-host traits in order, e.g. "x86_64*3,lowdisk,sudo-password+x86_64".')
 @DIR_OPTION
 def lab_up(count: int, personas: str, lab_dir: Path) -> None:
-    """Start COUNT simulated Macs and write DIR/inventory.yml.
+    """Start simulated Macs (real SSH servers) and write DIR/inventory.yml.
 
     \b
     Example:
