@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -84,8 +85,6 @@ def _secret_hash(lab_dir: Path) -> str:
     """The admin password sudo-password Macs ask for, kept in DIR/sudo-password (0600)."""
     path = lab_dir / "sudo-password"
     if not path.exists():
-        import secrets
-
         path.write_text(f"Lab:{secrets.token_urlsafe(12)}$;@\n")
         path.chmod(0o600)
     done = subprocess.run(["openssl", "passwd", "-6", "-stdin"], input=path.read_text().strip(),
@@ -132,7 +131,7 @@ def _wait_listening(state: LabState) -> None:
     while pending and time.monotonic() < deadline:
         still = []
         for h in pending:
-            if not _alive(h.pid):
+            if not alive(h.pid):
                 log = (Path(state.dir) / "hosts" / h.name / "sshd.log").read_text(errors="replace").strip()
                 raise LabError(f"{h.name}: sshd exited at start: {log[-500:]}")
             try:
@@ -146,7 +145,8 @@ def _wait_listening(state: LabState) -> None:
         raise LabError(f"{len(pending)} Macs did not answer on port 22 within {READY_TIMEOUT_S}s, e.g. {pending[0].name}")
 
 
-def _alive(pid: int | None) -> bool:
+def alive(pid: int | None) -> bool:
+    """Running and not a zombie (a pid from state.json may be long gone)."""
     if not pid:
         return False
     try:
@@ -251,9 +251,9 @@ def _kill(pids: list[int]) -> None:
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + STOP_TIMEOUT_S / 2
-        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        while any(alive(p) for p in pids) and time.monotonic() < deadline:
             time.sleep(0.05)
-        pids = [p for p in pids if _alive(p)]
+        pids = [p for p in pids if alive(p)]
         if not pids:
             return
     raise LabError(f"processes {pids} would not stop")
@@ -263,10 +263,10 @@ def down(lab_dir: Path) -> None:
     """Stop everything the lab in LAB_DIR started; safe to run twice."""
     lab_dir = lab_dir.resolve()
     state = load(lab_dir)
-    pids = [h.pid for h in state.hosts if h.pid and _alive(h.pid)]
+    pids = [h.pid for h in state.hosts if h.pid and alive(h.pid)]
     for ns in state.namespaces:
         pids += network.namespace_pids(ns)
-    pids += [p for p in (state.pod_pid, state.proxy_pid) if p and _alive(p)]
+    pids += [p for p in (state.pod_pid, state.proxy_pid) if p and alive(p)]
     _kill(sorted(set(pids)))
     network.delete_namespaces(state.namespaces)
     network.delete_bridge(state.slot)

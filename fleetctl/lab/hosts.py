@@ -98,7 +98,7 @@ def host_facts(spec: HostSpec, lab_ca: str) -> dict:
         "arch": spec.arch,
         "product_version": version,
         "build_version": build,
-        "traits": [p for p in spec.as_list()[2:]],
+        "traits": spec.as_list()[2:],
         "memsize": 268435456 if spec.has("lowmem") else 16 * GIB,
         "disk_total_kb": 488245288,
         "disk_free_kb": 81920 if spec.has("lowdisk") else 201326592,

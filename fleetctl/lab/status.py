@@ -7,7 +7,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from fleetctl.lab.fleet import LabState, _alive
+from fleetctl.lab.fleet import LabState, alive
 
 RECEIPT = "root/private/var/db/receipts/com.qualys.cloud-agent.plist"
 
@@ -25,7 +25,7 @@ def show(state: LabState, console: Console) -> None:
         table.add_column(col)
     up = 0
     for h in state.hosts:
-        running = _alive(h.pid)
+        running = alive(h.pid)
         up += running
         ssh = "[green]up[/green]" if running else ("[dim]unreachable[/dim]" if not h.pid else "[red]down[/red]")
         table.add_row(h.name, h.address, h.user, " ".join(h.personas), ssh,
