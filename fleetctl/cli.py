@@ -91,6 +91,106 @@ def lab_pkg(version: str, arch: str, size_mb: int, out: Path) -> None:
     click.echo(str(out))
 
 
+PLAYBOOK = click.argument("playbook_path", metavar="PLAYBOOK", type=click.Path(dir_okay=False, path_type=Path))
+INVENTORY = click.option("-i", "--inventory", "inventory_path", required=True,
+                         type=click.Path(dir_okay=False, path_type=Path), help="Inventory (Ansible YAML layout).")
+LIMIT = click.option("--limit", "-l", help="Only these hosts/groups: 'mac-0*', 'office,lab', 'all:!retired'.")
+EXTRA = click.option("-e", "--extra-var", "extra", multiple=True, metavar="KEY=VALUE",
+                     help="Override a variable for every host (repeatable), like Ansible's -e.")
+
+
+@cli.command("plan")
+@PLAYBOOK
+@INVENTORY
+@LIMIT
+@EXTRA
+def plan_cmd(playbook_path: Path, inventory_path: Path, limit: str | None, extra: tuple[str, ...]) -> None:
+    """Show the scripts each Mac would run, without connecting; secrets appear as placeholders.
+
+    \b
+    Example:
+      fleetctl plan playbooks/rollout.yml -i .fleetlab/inventory.yml
+    """
+    from fleetctl import rollout
+
+    rollout.show_plan(playbook_path, inventory_path, limit, extra, Console(soft_wrap=True))
+
+
+@cli.command("run")
+@PLAYBOOK
+@INVENTORY
+@LIMIT
+@EXTRA
+@click.option("--forks", "-f", type=click.IntRange(1, 1000), default=50, show_default=True,
+              help="How many Macs to work on at once.")
+@click.option("--accept-new-hostkeys", is_flag=True, help="Trust and remember keys of Macs seen for the first "
+              "time (a changed key is always refused).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the report as JSON.")
+def run_cmd(playbook_path: Path, inventory_path: Path, limit: str | None, extra: tuple[str, ...], forks: int,
+            accept_new_hostkeys: bool, json_path: Path | None) -> None:
+    """Roll out: check, upload, install, provision and verify every selected Mac.
+
+    Exit status: 0 all hosts ok, 2 invalid input (no Mac contacted), 3 some hosts failed.
+
+    \b
+    Example:
+      fleetctl run playbooks/rollout.yml -i .fleetlab/inventory.yml --json report.json
+    """
+    from fleetctl import rollout
+
+    prompt = (lambda text: click.prompt(text, hide_input=True)) if sys.stdin.isatty() else None
+    code = rollout.run(playbook_path, inventory_path, limit, extra, forks, accept_new_hostkeys, json_path,
+                       Console(), prompt)
+    sys.exit(code)
+
+
+@cli.group()
+def secrets() -> None:
+    """Keep ActivationId, CustomerId and passwords in the system keyring (service 'fleetctl').
+
+    fleetctl looks a secret NAME up in $FLEETCTL_<NAME> first, then the keyring, then asks once.
+    Names the rollout uses: activation_id, customer_id, and whatever proxy_password_secret and
+    fleetctl_become_secret name.
+    """
+
+
+@secrets.command("set")
+@click.argument("name")
+def secrets_set(name: str) -> None:
+    """Store NAME (the value is read from a hidden prompt or stdin, never from argv)."""
+    from fleetctl import secrets as store
+
+    value = click.prompt(f"value for {name}", hide_input=True) if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
+    if not value:
+        raise click.UsageError("empty value")
+    store.store(name, value)
+    click.echo(f"stored {name}")
+
+
+@secrets.command("get")
+@click.argument("name")
+@click.option("--show", is_flag=True, help="Print the value itself (otherwise only whether it is set).")
+def secrets_get(name: str, show: bool) -> None:
+    """Tell whether NAME is set; --show prints it."""
+    from fleetctl import secrets as store
+
+    value = store.fetch(name)
+    if value is None:
+        raise FleetError(f"secret {name!r} is not set")
+    click.echo(value if show else f"{name} is set")
+
+
+@secrets.command("delete")
+@click.argument("name")
+def secrets_delete(name: str) -> None:
+    """Remove NAME from the keyring."""
+    from fleetctl import secrets as store
+
+    if not store.delete(name):
+        raise FleetError(f"secret {name!r} is not set")
+    click.echo(f"deleted {name}")
+
+
 def main() -> None:
     try:
         cli.main(standalone_mode=False)

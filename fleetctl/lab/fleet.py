@@ -166,6 +166,11 @@ def _write_inventory(state: LabState, pkgs: dict[str, Path]) -> Path:
             "ansible_user": h.user,
             "lab_personas": h.personas,
         }
+        if "sudo-password" in h.personas:
+            host_vars[h.name]["fleetctl_become_secret"] = "lab_sudo_password"
+        if "proxy-only" in h.personas:
+            host_vars[h.name].update({"proxy_urls": [proxy.url(lab_dir, state.slot)], "proxy_user": proxy.USER,
+                                      "proxy_password_secret": "lab_proxy_password"})
     inventory = {"all": {
         "vars": {
             "ansible_ssh_private_key_file": str(lab_dir / "id_ed25519"),
@@ -173,6 +178,7 @@ def _write_inventory(state: LabState, pkgs: dict[str, Path]) -> Path:
             "agent_pkg_arm64": str(pkgs["arm64"]),
             "agent_pkg_x86_64": str(pkgs["x86_64"]),
             "server_uri": f"https://{hosts.POD_NAME}/CloudAgent",
+            "fleetctl_pod_ca": hosts.LAB_CA,
             "lab_proxy_url": proxy.url(lab_dir, state.slot),
             "lab_proxy_user": proxy.USER,
             "lab_proxy_password_file": str(lab_dir / "proxy-password"),

@@ -21,7 +21,7 @@ POD_NAME = "qagpublic.qg1.fleetlab.test"
 LAB_CA = "/Library/Keychains/fleetlab-root-ca.pem"
 # Mac paths each host gets privately; they must exist (empty) on the real root as mount points.
 MAC_PATHS = ["/Applications", "/Library", "/Users", "/private", "/etc/qualys", "/var/log/qualys", "/usr/local/qualys"]
-SHIMS = ["installer", "sw_vers", "pkgutil", "launchctl", "sysctl", "uname", "df", "system_profiler", "fleetlab-session"]
+SHIMS = ["installer", "sw_vers", "pkgutil", "launchctl", "sysctl", "uname", "df", "system_profiler", "dscl", "fleetlab-session"]
 GIB = 1 << 30
 # sshd's own files, at a path inside the Mac: the lab dir itself may be hidden (e.g. under /tmp).
 SSHD_DIR = "/private/var/fleetlab/sshd"

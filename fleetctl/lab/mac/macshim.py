@@ -137,6 +137,31 @@ def system_profiler(args: list) -> None:
         print("\n".join(sections[name]))
 
 
+def dscl(args: list) -> None:
+    """Only `dscl . -read /Groups/NAME [key]` and `/Users/NAME`, answered from /etc/group and /etc/passwd."""
+    import grp
+    import pwd
+
+    if len(args) < 3 or args[0] != "." or args[1] != "-read":
+        fail("Usage: dscl . -read /Groups/<name> | /Users/<name> [key]")
+    kind, _, name = args[2].strip("/").partition("/")
+    try:
+        if kind == "Groups":
+            g = grp.getgrnam(name)
+            record = {"RecordName": name, "PrimaryGroupID": str(g.gr_gid), "GroupMembership": " ".join(g.gr_mem)}
+        elif kind == "Users":
+            u = pwd.getpwnam(name)
+            record = {"RecordName": name, "UniqueID": str(u.pw_uid), "PrimaryGroupID": str(u.pw_gid),
+                      "NFSHomeDirectory": u.pw_dir, "UserShell": u.pw_shell}
+        else:
+            raise KeyError(kind)
+    except KeyError:
+        fail(f"<dscl_cmd> DS Error: -14136 (eDSRecordNotFound)", 56)
+    for key in args[3:] or list(record):
+        if key in record:
+            print(f"{key}: {record[key]}")
+
+
 # ---- pkgutil and installer: receipts and packages ----
 
 def receipt(pkg_id: str):
@@ -407,7 +432,7 @@ def fleetlab_session(args: list) -> None:
 
 COMMANDS = {
     "sw_vers": sw_vers, "uname": uname, "sysctl": sysctl, "df": df, "system_profiler": system_profiler,
-    "pkgutil": pkgutil, "installer": installer, "launchctl": launchctl, "fleetlab-session": fleetlab_session,
+    "pkgutil": pkgutil, "installer": installer, "dscl": dscl, "launchctl": launchctl, "fleetlab-session": fleetlab_session,
 }
 
 if __name__ == "__main__":

@@ -1,0 +1,203 @@
+"""Run a rollout: every host over one SSH connection, hosts in parallel (--forks).
+
+Per host: facts -> preflight -> upload (skipped when the sha256 matches) -> install ->
+configure -> verify. A failed check stops that host before anything changes.
+"""
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from fleetctl import agent, facts, render, ssh
+from fleetctl.plan import APPLIED_FILE, WORK_DIR, HostPlan
+from fleetctl.secrets import Masker, Secrets
+
+
+@dataclass
+class Step:
+    name: str
+    status: str  # ok | changed | failed | skipped
+    duration_s: float
+    detail: str = ""
+
+
+@dataclass
+class HostResult:
+    name: str
+    status: str = "running"  # ok | changed | failed | unreachable
+    reason: str | None = None
+    arch: str | None = None
+    macos: str | None = None
+    version_before: str | None = None
+    version_after: str | None = None
+    uploaded_bytes: int = 0
+    duration_s: float = 0.0
+    steps: list[Step] = field(default_factory=list)
+
+
+class HostFailed(Exception):
+    def __init__(self, reason: str, status: str = "failed"):
+        super().__init__(reason)
+        self.status = status
+
+
+@dataclass
+class Events:
+    """Callbacks the live report listens to (called from worker threads)."""
+
+    step: Callable[[str, str], None] = lambda host, step: None
+    sent: Callable[[int], None] = lambda n: None
+    done: Callable[[HostResult], None] = lambda result: None
+
+
+class HostRun:
+    def __init__(self, plan: HostPlan, secrets: Secrets, masker: Masker, accept_new: bool, verify_s: int,
+                 events: Events):
+        self.plan, self.secrets, self.mask, self.accept_new = plan, secrets, masker, accept_new
+        self.verify_s, self.events = verify_s, events
+        self.result = HostResult(plan.host.name)
+        self.conn: ssh.Connection | None = None
+        self.mode, self.password = ssh.SHELL, None
+
+    def _step(self, name: str, script: str, privileged: bool = False, check: bool = True) -> ssh.Result:
+        self.events.step(self.plan.host.name, name)
+        started = time.monotonic()
+        result = self.conn.run(script, self.mode if privileged else ssh.SHELL, self.password)
+        detail = self.mask((result.out + result.err).strip())[-2000:]
+        status = "ok" if result.rc == 0 else "failed"
+        self.result.steps.append(Step(name, status, round(time.monotonic() - started, 3), detail))
+        if check and result.rc != 0:
+            reason = self.mask(result.err.strip().splitlines()[-1] if result.err.strip() else f"exit {result.rc}")
+            raise HostFailed(f"{name}: {reason}")
+        return result
+
+    def run(self) -> HostResult:
+        started = time.monotonic()
+        try:
+            self._run()
+        except HostFailed as e:
+            self.result.status, self.result.reason = e.status, self.mask(str(e))
+        except ssh.Unreachable as e:
+            self.result.status = "unreachable" if self.conn is None else "failed"
+            self.result.reason = self.mask(str(e))
+        except Exception as e:  # a bug must not hide the other hosts' results
+            self.result.status, self.result.reason = "failed", self.mask(f"internal error: {type(e).__name__}: {e}")
+        finally:
+            if self.conn:
+                self.conn.close()
+        self.result.duration_s = round(time.monotonic() - started, 3)
+        self.events.done(self.result)
+        return self.result
+
+    def _run(self) -> None:
+        p, h, r = self.plan, self.plan.host, self.result
+        self.events.step(h.name, "connect")
+        self.conn = ssh.Connection(h.address, h.port, h.user, h.key_file, p.known_hosts, self.accept_new)
+        out = self._step("facts", render.render(
+            "facts", package_id=agent.PACKAGE_ID, staged=[p.staged(k) for k in p.packages.values()], group=p.group,
+            routes=p.routes, pod_url=p.pod_url)).out
+        f = facts.parse(out)
+        r.arch, r.macos = facts.first(f, "arch") or None, facts.first(f, "macos") or None
+        r.version_before = facts.first(f, "agent_version") or None
+        pkg = p.packages.get(r.arch or "")
+        self._preflight(f, pkg)
+        state = facts.parse(self._step("state", render.render(
+            "state", label=agent.LABEL, hostid_path=p.hostid_path, applied_file=APPLIED_FILE), privileged=True).out)
+        need_install = r.version_before != pkg.version
+        need_config = need_install or facts.first(state, "applied") != p.fingerprint \
+            or facts.first(state, "hostid") != "1"
+        if not need_install and not need_config and facts.first(state, "daemon_pid"):
+            r.status, r.version_after = "ok", r.version_before
+            return
+        since = facts.first(f, "now")
+        if need_install:
+            if pkg.sha256 not in f.get("staged", []):
+                self._upload(pkg)
+            res = self._step("install", render.render("install", work_dir=WORK_DIR, staged=p.staged(pkg),
+                                                      sha256=pkg.sha256), privileged=True, check=False)
+            if res.rc != 0:
+                raise HostFailed(self.mask(facts.installer_failure(res.out + res.err)))
+        self._step("configure", render.render(
+            "configure", proxy_content=p.proxy_content, config_dir=agent.CONFIG_DIR, proxy_file=agent.PROXY_FILE,
+            ca_bundle=p.ca_bundle, ca_bundle_path=agent.CA_BUNDLE, tool_paths=agent.TOOL_PATHS, options=p.options,
+            marker_dir=WORK_DIR, fingerprint=p.fingerprint, applied_file=APPLIED_FILE), privileged=True)
+        self._verify(pkg, since)
+        r.status = "changed"
+
+    def _preflight(self, f: dict, pkg) -> None:
+        p, r = self.plan, self.result
+        if r.arch not in ("arm64", "x86_64"):
+            raise HostFailed(f"not a Mac we know: uname -m says {r.arch!r}")
+        if pkg is None:
+            raise HostFailed(f"no package for {r.arch}: set agent_pkg_{r.arch}")
+        memory = facts.number(f, "memsize")
+        if memory is not None and memory < agent.MIN_MEMORY:
+            raise HostFailed(f"memory {memory >> 20} MB is below the agent's 512 MB minimum")
+        disk = facts.number(f, "disk_free_kb")
+        if disk is not None and disk < agent.MIN_DISK_KB:
+            raise HostFailed(f"free disk {disk // 1024} MB is below the agent's 100 MB minimum")
+        privilege = facts.first(f, "privilege")
+        if privilege == "root":
+            self.mode = ssh.SHELL
+        elif privilege == "nopasswd":
+            self.mode = ssh.SUDO_NOPASSWD
+        elif privilege == "password":
+            if not p.become_secret:
+                raise HostFailed("sudo asks for a password and none is configured: set fleetctl_become_secret "
+                                 "for this host and store it with `fleetctl secrets set NAME`")
+            self.mode, self.password = ssh.SUDO_PASSWORD, self.secrets.values[p.become_secret]
+        else:
+            raise HostFailed(f"{p.host.user} cannot use sudo on this Mac")
+        if facts.first(f, "group_exists") != "1":
+            raise HostFailed(f"group {p.group!r} does not exist on this Mac; create it or change agent: Group")
+        if not facts.first(f, "pod_reached"):
+            errors = "; ".join(f.get("pod_error", [])) or "no answer"
+            raise HostFailed(self.mask(f"cannot reach the Qualys platform over HTTPS: {errors}"))
+
+    def _upload(self, pkg) -> None:
+        p = self.plan
+        self.events.step(p.host.name, "upload")
+        started = time.monotonic()
+        command = render.render("upload", staged_dir=p.staged_dir, staged=p.staged(pkg))
+        with open(pkg.path, "rb") as source:
+            try:
+                res = self.conn.stream(command, source, self.events.sent)
+            except ssh.Unreachable as e:
+                raise HostFailed(f"upload: {e}") from None
+            finally:
+                self.result.uploaded_bytes = self.conn.bytes_sent
+        self.result.steps.append(Step("upload", "ok" if res.rc == 0 else "failed",
+                                      round(time.monotonic() - started, 3), f"{pkg.size} bytes"))
+        if res.rc != 0:
+            raise HostFailed(f"upload: {res.err.strip() or f'exit {res.rc}'}")
+
+    def _verify(self, pkg, since: str) -> None:
+        p, r = self.plan, self.result
+        out = self._step("verify", render.render(
+            "verify", since=since, log_file=p.log_file, wait_s=self.verify_s if p.check_in_logged else 0,
+            package_id=agent.PACKAGE_ID, label=agent.LABEL, hostid_path=p.hostid_path), privileged=True).out
+        v = facts.parse(out)
+        r.version_after = facts.first(v, "version") or None
+        if r.version_after != pkg.version:
+            raise HostFailed(f"verify: installed version is {r.version_after}, expected {pkg.version}")
+        if not facts.first(v, "daemon_pid"):
+            errors = " | ".join(v.get("log_error", []))
+            raise HostFailed(f"verify: the agent daemon is not running (last exit {facts.first(v, 'daemon_exit', '?')})"
+                             + (f"; log: {errors}" if errors else ""))
+        if facts.first(v, "hostid") != "1":
+            raise HostFailed(f"verify: no hostid at {p.hostid_path}")
+        if v.get("log_error"):
+            raise HostFailed("verify: agent log shows errors: " + " | ".join(v["log_error"]))
+        if p.check_in_logged and facts.first(v, "checked_in") != "1":
+            raise HostFailed(f"verify: no check-in in the agent log within {self.verify_s}s")
+
+
+def run_all(plans: list[HostPlan], secrets: Secrets, forks: int, accept_new: bool, verify_s: int,
+            events: Events) -> list[HostResult]:
+    masker = secrets.masker()
+    with ThreadPoolExecutor(max_workers=max(1, forks), thread_name_prefix="host") as pool:
+        runs = [HostRun(p, secrets, masker, accept_new, verify_s, events) for p in plans]
+        return list(pool.map(HostRun.run, runs))

@@ -1,0 +1,107 @@
+"""What the admin sees: live progress while hosts run, then a summary that fits a screen, and JSON."""
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter, defaultdict
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from fleetctl.engine import Events, HostResult
+
+STYLE = {"ok": "green", "changed": "cyan", "failed": "red", "unreachable": "magenta"}
+GROUP_ABOVE = 25  # more hosts than this: identical outcomes share a row
+
+
+class Live:
+    """Rich progress: hosts done / running / failed and bytes sent; plain text when not a terminal."""
+
+    def __init__(self, console: Console, total: int):
+        self.console = console
+        self.lock = threading.Lock()
+        self.counts: Counter = Counter()
+        self.running: set[str] = set()
+        self.bytes = 0
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console,
+                                 transient=True, disable=not console.is_terminal)
+        self.task = self.progress.add_task("hosts", total=total, info="")
+
+    def _refresh(self) -> None:
+        info = (f"running {len(self.running)}  ok {self.counts['ok'] + self.counts['changed']}  "
+                f"failed {self.counts['failed'] + self.counts['unreachable']}  sent {self.bytes / 1e6:.1f} MB")
+        self.progress.update(self.task, info=info)
+
+    def events(self) -> Events:
+        def step(host: str, name: str) -> None:
+            with self.lock:
+                self.running.add(host)
+                self._refresh()
+
+        def sent(n: int) -> None:
+            with self.lock:
+                self.bytes += n
+                self._refresh()
+
+        def done(result: HostResult) -> None:
+            with self.lock:
+                self.running.discard(result.name)
+                self.counts[result.status] += 1
+                self.progress.advance(self.task)
+                self._refresh()
+                if not self.console.is_terminal:
+                    self.console.print(f"{result.name}: {result.status}" + (f" ({result.reason})" if result.reason else ""),
+                                       highlight=False, markup=False)
+
+        return Events(step, sent, done)
+
+    def __enter__(self) -> "Live":
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
+
+
+def summary(console: Console, results: list[HostResult]) -> None:
+    if len(results) <= GROUP_ABOVE:
+        table = Table(title="rollout")
+        for col in ("host", "arch", "macOS", "version", "result", "time", "reason"):
+            table.add_column(col, overflow="fold")
+        for r in results:
+            before = r.version_before or "-"
+            version = before if r.version_after in (None, r.version_before) else f"{before} → {r.version_after}"
+            table.add_row(r.name, r.arch or "-", r.macos or "-", version,
+                          f"[{STYLE.get(r.status, 'white')}]{r.status}[/]", f"{r.duration_s:.1f}s", r.reason or "")
+    else:
+        groups: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for r in results:
+            groups[(r.status, r.reason or "")].append(r.name)
+        table = Table(title=f"rollout: {len(results)} hosts")
+        for col in ("hosts", "result", "reason", "which"):
+            table.add_column(col, overflow="fold")
+        for (status, reason), names in sorted(groups.items(), key=lambda g: (-len(g[1]), g[0])):
+            which = ", ".join(names[:5]) + (f", … (+{len(names) - 5})" if len(names) > 5 else "")
+            table.add_row(str(len(names)), f"[{STYLE.get(status, 'white')}]{status}[/]", reason, which)
+    console.print(table)
+    counts = Counter(r.status for r in results)
+    sent = sum(r.uploaded_bytes for r in results)
+    console.print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + f"; uploaded {sent / 1e6:.1f} MB")
+
+
+def write_json(path: Path, run_id: str, action: str, started: datetime, results: list[HostResult]) -> None:
+    doc = {
+        "run_id": run_id,
+        "action": action,
+        "started": started.isoformat(timespec="seconds"),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "hosts": [asdict(r) for r in results],
+    }
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    tmp.replace(path)

@@ -1,0 +1,128 @@
+"""One SSH connection per Mac (paramiko): run rendered scripts, with sudo, and stream uploads.
+
+Scripts go to `sh -s` on stdin, never into argv; a sudo password is the first stdin line,
+read by `sudo -S -k` (which always asks, so the line is never run as a command).
+"""
+from __future__ import annotations
+
+import socket
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+import paramiko
+
+from fleetctl.errors import FleetError
+
+# The fixed remote commands; everything variable arrives on stdin.
+SHELL = "/bin/sh -s"
+SUDO_NOPASSWD = "sudo -n /bin/sh -s"
+SUDO_PASSWORD = "sudo -S -k -p '' /bin/sh -s"
+CHUNK = 1 << 20
+_known_hosts_lock = threading.Lock()
+
+
+class Unreachable(FleetError):
+    """The Mac could not be reached or refused us (network, host key, authentication)."""
+
+
+@dataclass
+class Result:
+    rc: int
+    out: str
+    err: str
+
+
+class _AcceptNew(paramiko.MissingHostKeyPolicy):
+    """--accept-new-hostkeys: remember a first-seen key; a changed key still refuses (paramiko)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def missing_host_key(self, client, hostname, key):
+        with _known_hosts_lock:
+            client.get_host_keys().add(hostname, key.get_name(), key)
+            with open(self.path, "a") as f:
+                f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+
+
+class Connection:
+    def __init__(self, address: str, port: int, user: str | None, key_file: str | None,
+                 known_hosts: Path, accept_new: bool, timeout: float = 10):
+        self.address, self.port = address, port
+        self.client = paramiko.SSHClient()
+        try:
+            self.client.load_host_keys(str(known_hosts))
+        except FileNotFoundError:
+            if not accept_new:
+                raise Unreachable(f"known_hosts file {known_hosts} does not exist; "
+                                  "use --accept-new-hostkeys for first contact") from None
+        except OSError as e:
+            raise Unreachable(f"cannot read known_hosts {known_hosts}: {e}") from None
+        self.client.set_missing_host_key_policy(_AcceptNew(known_hosts) if accept_new else paramiko.RejectPolicy())
+        try:
+            self.client.connect(
+                address, port=port, username=user, key_filename=key_file, timeout=timeout,
+                banner_timeout=timeout, auth_timeout=timeout, look_for_keys=key_file is None,
+                allow_agent=True,
+            )
+        except paramiko.BadHostKeyException:
+            raise Unreachable(f"host key for {address} has CHANGED (not the one in {known_hosts}); "
+                              "refusing to connect — check the Mac, then fix known_hosts") from None
+        except paramiko.SSHException as e:
+            text = str(e)
+            if "not found in known_hosts" in text:
+                raise Unreachable(f"host key for {address} is unknown; add it to {known_hosts} "
+                                  "or run with --accept-new-hostkeys") from None
+            if isinstance(e, paramiko.AuthenticationException):
+                raise Unreachable(f"authentication failed for {user}@{address}") from None
+            raise Unreachable(f"SSH error: {text}") from None
+        except (OSError, EOFError) as e:
+            raise Unreachable(_network_reason(e)) from None
+        self.transport = self.client.get_transport()
+        self.bytes_sent = 0
+
+    def run(self, script: str, mode: str = SHELL, password: str | None = None, timeout: float = 900) -> Result:
+        """Run SCRIPT with MODE (SHELL, SUDO_NOPASSWD, SUDO_PASSWORD) and collect its output."""
+        stdin = (password + "\n" if mode == SUDO_PASSWORD else "") + script
+        return self._exec(mode, lambda chan: chan.sendall(stdin.encode()), timeout)
+
+    def stream(self, command: str, source: BinaryIO, progress: Callable[[int], None], timeout: float = 3600) -> Result:
+        """Run COMMAND (a rendered script passed as the exec string) with SOURCE as its stdin."""
+        def feed(chan):
+            while chunk := source.read(CHUNK):
+                chan.sendall(chunk)
+                self.bytes_sent += len(chunk)
+                progress(len(chunk))
+        return self._exec(command, feed, timeout)
+
+    def _exec(self, command: str, feed: Callable, timeout: float) -> Result:
+        try:
+            chan = self.transport.open_session(window_size=8 << 20, max_packet_size=32768)
+            chan.settimeout(timeout)
+            chan.exec_command(command)
+            out_file, err_file = chan.makefile("rb"), chan.makefile_stderr("rb")
+            feed(chan)
+            chan.shutdown_write()
+            out, err = out_file.read(), err_file.read()
+            rc = chan.recv_exit_status()
+            chan.close()
+        except (OSError, EOFError, paramiko.SSHException) as e:
+            raise Unreachable(f"connection lost: {_network_reason(e) if isinstance(e, OSError) else e or 'closed'}") from None
+        if rc == -1:
+            raise Unreachable("connection lost before the command finished")
+        return Result(rc, out.decode(errors="replace"), err.decode(errors="replace"))
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _network_reason(e: BaseException) -> str:
+    if isinstance(e, socket.timeout):
+        return "timed out"
+    if isinstance(e, ConnectionRefusedError):
+        return "connection refused (no SSH server)"
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror.lower()
+    return str(e) or type(e).__name__

@@ -1,0 +1,43 @@
+"""YAML loading that remembers line numbers, so every error can name file and line."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fleetctl.errors import UsageError
+
+
+class Mapping(dict):
+    """A dict that knows the line of each of its keys (1-based) and its own."""
+
+    line: int = 0
+    key_lines: dict
+
+    def line_of(self, key: str) -> int:
+        return self.key_lines.get(key, self.line)
+
+
+class _Loader(yaml.SafeLoader):
+    def construct_mapping(self, node, deep=False):  # type: ignore[override]
+        data = Mapping(super().construct_mapping(node, deep=True))
+        data.line = node.start_mark.line + 1
+        data.key_lines = {k.value: k.start_mark.line + 1 for k, _ in node.value if hasattr(k, "value")}
+        return data
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _Loader.construct_mapping)
+
+
+def load(path: Path, what: str) -> Any:
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise UsageError(f"{path}: cannot read {what}: {e.strerror}") from None
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise UsageError(f"{where}: {what} is not valid YAML: {e.problem}") from None
