@@ -77,7 +77,7 @@ class Planner:
 
     def _secret(self, name: str, purpose: str) -> str:
         if self.secrets is None:
-            return f"<secret:{name}>"
+            return f"SECRET.{name}"
         return self.secrets.get(name, purpose)
 
     def _fail(self, host: Host, message: str) -> UsageError:
