@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from fleetctl import __version__
 from fleetctl.errors import FleetError
@@ -201,5 +202,5 @@ def main() -> None:
         e.show()
         sys.exit(e.exit_code)
     except FleetError as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False)
+        err.print("[red]error:[/red] " + escape(str(e)), highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)

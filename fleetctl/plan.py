@@ -86,7 +86,10 @@ class Planner:
     def _package(self, host: Host, arch: str, value: Any) -> Package:
         path = Path(os.path.expanduser(str(value)))
         if path not in self._packages:
-            info = package.inspect(path)
+            try:
+                info = package.inspect(path)
+            except UsageError as e:
+                raise self._fail(host, f"agent_pkg_{arch}: {e}") from None
             if info.identifier != agent.PACKAGE_ID:
                 raise self._fail(host, f"agent_pkg_{arch} {path} is {info.identifier!r}, not the Qualys agent "
                                        f"({agent.PACKAGE_ID})")
