@@ -14,6 +14,11 @@ from fleetctl.errors import FleetError
 err = Console(stderr=True)
 
 
+def _out() -> Console:
+    """Pipes and CI logs get wide lines instead of 80-column wrapping."""
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="fleetctl")
 def cli() -> None:
@@ -50,7 +55,7 @@ def lab_up(count: int, personas: str, lab_dir: Path) -> None:
     lab_state = fleet.up(lab_dir, count, personas, progress=err)
     from fleetctl.lab.status import show
 
-    show(lab_state, Console())
+    show(lab_state, _out())
     click.echo(f"inventory: {lab_dir / 'inventory.yml'}")
 
 
@@ -71,7 +76,7 @@ def lab_status(lab_dir: Path) -> None:
     from fleetctl.lab import fleet
     from fleetctl.lab.status import show
 
-    show(fleet.load(lab_dir), Console())
+    show(fleet.load(lab_dir), _out())
 
 
 @lab.command("pkg")
@@ -141,7 +146,7 @@ def run_cmd(playbook_path: Path, inventory_path: Path, limit: str | None, extra:
 
     prompt = (lambda text: click.prompt(text, hide_input=True)) if sys.stdin.isatty() else None
     code = rollout.run(playbook_path, inventory_path, limit, extra, forks, accept_new_hostkeys, json_path,
-                       Console(), prompt)
+                       _out(), prompt)
     sys.exit(code)
 
 
