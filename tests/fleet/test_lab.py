@@ -24,6 +24,11 @@ def _leftovers(lab_dir: Path) -> list[str]:
     return found
 
 
+def _bridges() -> set[str]:
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    return set(re.findall(r"^\d+: (flab\d+):", links, re.M))
+
+
 def _namespaces() -> set[str]:
     return set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
 
@@ -58,7 +63,7 @@ def test_bad_personas_are_refused_before_anything_starts(tmp_path):
 
 def test_up_down_up_leaves_nothing_behind(lab: Lab, tmp_path):
     """A second lab beside the session's one (its own slot) comes and goes cleanly, twice."""
-    before = _namespaces()
+    before, bridges = _namespaces(), _bridges()
     for _ in range(2):
         fleetctl("lab", "up", "--hosts", "3", "--personas", "slowlink,unreachable", "--dir", str(tmp_path))
         inv = yaml.safe_load((tmp_path / "inventory.yml").read_text())["all"]["hosts"]
@@ -69,7 +74,6 @@ def test_up_down_up_leaves_nothing_behind(lab: Lab, tmp_path):
         fleetctl("lab", "down", "--dir", str(tmp_path))
         assert _namespaces() == before
         assert _leftovers(tmp_path) == []
-        links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
-        assert len(re.findall(r"^\d+: flab\d+:", links, re.M)) == 1  # only the session lab's bridge
+        assert _bridges() == bridges
     assert lab.mac("mac-001").ok("echo still-here") == "still-here\n"
     assert "no lab is running" in fleetctl("lab", "down", "--dir", str(tmp_path), check=False).stderr
