@@ -101,6 +101,10 @@ class Planner:
 
     def host(self, host: Host) -> HostPlan:
         v = {**host.vars}
+        for key in v:
+            if key.startswith("agent_pkg_") and key.removeprefix("agent_pkg_") not in ARCHES:
+                raise self._fail(host, f"{key}: unknown architecture {key.removeprefix('agent_pkg_')!r}; "
+                                       "use agent_pkg_arm64 or agent_pkg_x86_64")
         packages = {arch: self._package(host, arch, v[f"agent_pkg_{arch}"]) for arch in ARCHES
                     if v.get(f"agent_pkg_{arch}")}
         if not packages:

@@ -104,6 +104,7 @@ def test_bad_playbook_options_exit_2_with_line(tmp_path, pkgs, agent_options, wo
     ({"proxy_urls": ["https://proxy.example"], "proxy_user": "u"}, "proxy_password_secret"),
     ({"agent_pkg_arm64": "/nonexistent/QualysCloudAgent.pkg"}, "cannot read package"),
     ({"server_uri": "http://qualys.example/CloudAgent"}, "server_uri"),
+    ({"agent_pkg_ppc": "/x.pkg"}, "unknown architecture 'ppc'"),
 ])
 def test_bad_host_settings_exit_2(tmp_path, pkgs, host_vars, words):
     playbook = Path(__file__).resolve().parents[2] / "playbooks/rollout.yml"
