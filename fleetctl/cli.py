@@ -150,6 +150,64 @@ def run_cmd(playbook_path: Path, inventory_path: Path, limit: str | None, extra:
     sys.exit(code)
 
 
+SINCE = click.option("--since", default="24h", show_default=True,
+                     help="Look at the agent log from this long ago (24h, 30m, 2d) or this Mac-local time.")
+
+
+@cli.command("status")
+@INVENTORY
+@LIMIT
+@SINCE
+@click.option("--forks", "-f", type=click.IntRange(1, 1000), default=100, show_default=True)
+@click.option("--accept-new-hostkeys", is_flag=True, help="Trust keys of Macs seen for the first time.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the status as JSON.")
+def status_cmd(inventory_path: Path, limit: str | None, since: str, forks: int, accept_new_hostkeys: bool,
+               json_path: Path | None) -> None:
+    """Which Macs are healthy right now: version, provisioned, daemon, last check-in, log errors.
+
+    Read-only, one SSH round trip per Mac. Exit status 0 when every Mac with the agent is
+    healthy, 3 otherwise.
+
+    \b
+    Example:
+      fleetctl status -i inventory.yml --since 2h --json status.json
+    """
+    import json
+
+    from fleetctl import status
+
+    since_value = status.parse_since(since)
+    hosts = status.select(inventory_path, limit)
+    prompt = (lambda text: click.prompt(text, hide_input=True)) if sys.stdin.isatty() else None
+    results = status.sweep(hosts, status.collect_secrets(hosts, prompt), since_value, forks, accept_new_hostkeys)
+    status.show(_out(), results, since)
+    if json_path:
+        json_path.write_text(json.dumps(status.as_json(results, since), indent=1) + "\n")
+    sys.exit(3 if any(r.health in ("unhealthy", "unreachable") for r in results) else 0)
+
+
+@cli.command("logs")
+@click.argument("hosts", nargs=-1, required=True)
+@INVENTORY
+@SINCE
+@click.option("--level", default="Trace", show_default=True, help="Show this level and more severe "
+              "(Fatal, Error, Warning, Information, Debug, Trace).")
+@click.option("--accept-new-hostkeys", is_flag=True, help="Trust keys of Macs seen for the first time.")
+def logs_cmd(hosts: tuple[str, ...], inventory_path: Path, since: str, level: str, accept_new_hostkeys: bool) -> None:
+    """Fetch and filter the agent log of HOSTS (names or patterns, like --limit).
+
+    \b
+    Example:
+      fleetctl logs mac-017 -i inventory.yml --since 2h --level Warning
+    """
+    from fleetctl import status
+
+    selected = status.select(inventory_path, ",".join(hosts))
+    prompt = (lambda text: click.prompt(text, hide_input=True)) if sys.stdin.isatty() else None
+    sys.exit(status.logs(selected, status.collect_secrets(selected, prompt), status.parse_since(since), level,
+                         accept_new_hostkeys, _out()))
+
+
 @cli.group()
 def secrets() -> None:
     """Keep ActivationId, CustomerId and passwords in the system keyring (service 'fleetctl').

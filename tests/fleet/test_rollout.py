@@ -94,6 +94,33 @@ def test_rollout_then_rerun_is_a_no_op(fleet, tmp_path):
         assert secret not in outputs
 
 
+def test_status_sweep_and_logs(fleet, tmp_path):
+    """Runs after the rollout above: the fleet's health as the agent's own log tells it."""
+    lab, env = fleet
+    done = subprocess.run([str(FLEETCTL), "status", "-i", str(lab.dir / "inventory.yml"), "--json",
+                           str(tmp_path / "s.json")], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 3, done.stdout + done.stderr  # the crashing agent and the unreachable Mac
+    report = json.loads((tmp_path / "s.json").read_text())
+    hosts = {h["name"]: h for h in report["hosts"]}
+    for name in HEALTHY:
+        assert hosts[name]["health"] == "healthy", hosts[name]
+        assert hosts[name]["version"] == "6.1.0.20" and hosts[name]["last_checkin"]
+        assert hosts[name]["daemon_running"] is True
+    assert hosts["mac-012"]["proxy"] == "qualys_https_proxy=" + lab.inventory["all"]["vars"]["lab_proxy_url"]
+    crashed = hosts["mac-013"]
+    assert crashed["health"] == "unhealthy" and "daemon not running" in crashed["problems"]
+    assert crashed["errors"] >= 1
+    assert hosts["mac-009"]["health"] == "unreachable"
+    assert hosts["mac-014"]["health"] == "absent"
+    assert report["summary"]["by_version"]["6.1.0.20"] >= len(HEALTHY)
+    assert env["FLEETCTL_LAB_PROXY_PASSWORD"] not in done.stdout + (tmp_path / "s.json").read_text()
+
+    logs = subprocess.run([str(FLEETCTL), "logs", "mac-013", "-i", str(lab.dir / "inventory.yml"), "--level", "Error"],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert logs.returncode == 0 and "[Fatal] Unhandled exception" in logs.stdout
+    assert "[Information]" not in logs.stdout
+
+
 def test_limit_and_summary_grouping(fleet):
     lab, env = fleet
     done = run(lab.dir / "inventory.yml", "--limit", "mac-01*:!mac-013:!mac-014:!mac-015", env=env)

@@ -1,0 +1,195 @@
+"""`fleetctl status` and `fleetctl logs`: read-only, one round trip per Mac, safe to run hourly."""
+from __future__ import annotations
+
+import re
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from fleetctl import agent, agentlog, facts, inventory, render, ssh
+from fleetctl.errors import UsageError
+from fleetctl.inventory import Host
+from fleetctl.secrets import Secrets
+
+MARKER = "---log---\n"
+UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+@dataclass
+class HostStatus:
+    name: str
+    health: str = "unreachable"  # healthy | unhealthy | absent | unreachable
+    problems: list[str] = field(default_factory=list)
+    version: str | None = None
+    provisioned: bool | None = None
+    daemon_running: bool | None = None  # None: not known without root
+    last_checkin: str | None = None
+    errors: int = 0
+    warnings: int = 0
+    proxy: str | None = None
+    events: list[agentlog.Event] = field(default_factory=list, repr=False)
+
+
+def parse_since(text: str) -> timedelta | str:
+    """'24h', '30m', '2d' (relative to each Mac's clock) or 'YYYY-MM-DD[ HH:MM[:SS]]' (Mac local time)."""
+    match = re.fullmatch(r"(\d+)([smhd])", text.strip())
+    if match:
+        return timedelta(**{UNITS[match[2]]: int(match[1])})
+    for fmt in (TIME_FORMAT, "%Y-%m-%d %H:%M", "%Y-%m-%d"):
+        try:
+            return datetime.strptime(text.strip(), fmt).strftime(TIME_FORMAT)
+        except ValueError:
+            pass
+    raise UsageError(f"--since {text!r}: use a duration like 24h, 30m, 2d or a time like '2026-11-26 08:00'")
+
+
+def _mac_since(now: str, since: timedelta | str) -> str:
+    if isinstance(since, str):
+        return since
+    try:
+        return (datetime.strptime(now, TIME_FORMAT) - since).strftime(TIME_FORMAT)
+    except ValueError:
+        return "0000"
+
+
+def _mode(conn: ssh.Connection, host: Host, secrets: Secrets, script: str) -> ssh.Result:
+    """Run as root where we can (sudo -n, or the stored sudo password), else as the login user."""
+    result = conn.run(script, ssh.SUDO_NOPASSWD)
+    if result.rc == 0:
+        return result
+    secret = host.vars.get("fleetctl_become_secret")
+    if "password is required" in result.err and secret and secret in secrets.values:
+        result = conn.run(script, ssh.SUDO_PASSWORD, secrets.values[secret])
+        if result.rc == 0:
+            return result
+    return conn.run(script, ssh.SHELL)
+
+
+def check(host: Host, secrets: Secrets, since: timedelta | str, accept_new: bool, lines: int = 500) -> HostStatus:
+    status = HostStatus(host.name)
+    v = host.vars
+    known = Path(str(v.get("fleetctl_known_hosts", "~/.ssh/known_hosts"))).expanduser()
+    script = render.render(
+        "status", package_id=agent.PACKAGE_ID, label=agent.LABEL, proxy_file=agent.PROXY_FILE, lines=lines,
+        hostid_path=str(Path(str(v.get("agent_hostid_dir", "/etc/"))) / "qualys" / "hostid"),
+        log_file=str(v.get("agent_log_file", agent.LOG_FILE)))
+    try:
+        conn = ssh.Connection(host.address, host.port, host.user, host.key_file, known, accept_new)
+    except ssh.Unreachable as e:
+        status.problems = [str(e)]
+        return status
+    try:
+        result = _mode(conn, host, secrets, script)
+    except ssh.Unreachable as e:
+        status.problems = [str(e)]
+        return status
+    finally:
+        conn.close()
+    head, _, log = result.out.partition(MARKER)
+    f = facts.parse(head)
+    status.version = facts.first(f, "version") or None
+    status.provisioned = facts.first(f, "hostid") == "1"
+    if facts.first(f, "uid") == "0":
+        status.daemon_running = bool(facts.first(f, "daemon_pid"))
+    status.proxy = facts.first(f, "proxy") or None
+    events = agentlog.since(agentlog.parse(log), _mac_since(facts.first(f, "now"), since))
+    status.events = events
+    status.errors = len(agentlog.at_least(events, "Error"))
+    status.warnings = len(agentlog.at_least(events, "Warning")) - status.errors
+    checkins = [e.time for e in events if e.kind == "checkin_ok"]
+    status.last_checkin = checkins[-1] if checkins else None
+    if not status.version:
+        status.health = "absent"
+        return status
+    if not status.provisioned:
+        status.problems.append("not provisioned (no hostid)")
+    if status.daemon_running is False:
+        status.problems.append("daemon not running")
+    if status.daemon_running is None:
+        status.problems.append("daemon state unknown (no root: set fleetctl_become_secret)")
+    if not status.last_checkin:
+        status.problems.append("no check-in in the log since --since")
+    if status.errors:
+        last = agentlog.at_least(events, "Error")[-1]
+        status.problems.append(f"{status.errors} error(s) in the log, last: {last.message.splitlines()[0][:120]}")
+    status.health = "unhealthy" if status.problems else "healthy"
+    return status
+
+
+def sweep(hosts: list[Host], secrets: Secrets, since: timedelta | str, forks: int, accept_new: bool,
+          lines: int = 500) -> list[HostStatus]:
+    with ThreadPoolExecutor(max_workers=max(1, forks)) as pool:
+        return list(pool.map(lambda h: check(h, secrets, since, accept_new, lines), hosts))
+
+
+def collect_secrets(hosts: list[Host], prompt) -> Secrets:
+    """Sudo passwords a status needs, asked once up front; a missing one only limits what we see."""
+    secrets = Secrets(prompt)
+    for name in sorted({str(h.vars["fleetctl_become_secret"]) for h in hosts if h.vars.get("fleetctl_become_secret")}):
+        try:
+            secrets.get(name, "sudo password")
+        except UsageError:
+            pass
+    return secrets
+
+
+def show(console: Console, results: list[HostStatus], since_text: str) -> None:
+    by = Counter((r.version or "-", r.health) for r in results)
+    table = Table(title=f"agent status (log since {since_text})")
+    for col in ("hosts", "version", "health"):
+        table.add_column(col)
+    for (version, health), n in sorted(by.items(), key=lambda kv: (-kv[1], kv[0])):
+        table.add_row(str(n), version, health)
+    console.print(table)
+    trouble = [r for r in results if r.health in ("unhealthy", "unreachable")]
+    if trouble:
+        detail = Table(title="needs attention")
+        for col in ("host", "version", "health", "last check-in", "errors", "problems"):
+            detail.add_column(col, overflow="fold")
+        for r in trouble[:200]:
+            detail.add_row(r.name, r.version or "-", r.health, r.last_checkin or "-", str(r.errors), "; ".join(r.problems))
+        console.print(detail)
+
+
+def as_json(results: list[HostStatus], since_text: str) -> dict:
+    hosts = []
+    for r in results:
+        d = asdict(r)
+        d.pop("events")
+        hosts.append(d)
+    return {
+        "since": since_text,
+        "hosts": hosts,
+        "summary": {
+            "by_version": dict(Counter(r.version or "none" for r in results)),
+            "by_health": dict(Counter(r.health for r in results)),
+        },
+    }
+
+
+def logs(hosts: list[Host], secrets: Secrets, since: timedelta | str, level: str, accept_new: bool,
+         console: Console) -> int:
+    if level not in agentlog.LEVELS:
+        raise UsageError(f"--level {level!r}: use one of {', '.join(agentlog.LEVELS)}")
+    results = sweep(hosts, secrets, since, forks=20, accept_new=accept_new, lines=5000)
+    failed = 0
+    for r in results:
+        if r.health == "unreachable":
+            console.print(f"{r.name}: unreachable: {'; '.join(r.problems)}", markup=False, highlight=False)
+            failed += 1
+            continue
+        for e in r.events:
+            if e.level is None or e.level in agentlog.LEVELS[: agentlog.LEVELS.index(level) + 1]:
+                console.print(f"{r.name} {e.time or '-'} [{e.level or '?'}] {e.message}", markup=False,
+                              highlight=False)
+    return 3 if failed else 0
+
+
+def select(inventory_path: Path, limit: str | None) -> list[Host]:
+    return inventory.load(inventory_path).select(limit)
