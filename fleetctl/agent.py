@@ -14,6 +14,9 @@ TOOL_PATHS = (  # the vendor's Intune sample checks the legacy path first
     "/usr/local/qualys/cloud-agent/bin/qualys-cloud-agent.sh",
     f"{APP}/Contents/MacOS/qualys-cloud-agent.sh",
 )
+APP_BIN = f"{APP}/Contents/MacOS"
+UNINSTALL_PATHS = ("/usr/local/qualys/cloud-agent/bin/qagent_uninstall.sh", f"{APP_BIN}/qagent_uninstall.sh")
+PLIST = "/Library/LaunchDaemons/com.qualys.cloud-agent.plist"
 CONFIG_DIR = "/Library/Application Support/QualysCloudAgent/Config"
 PROXY_FILE = f"{CONFIG_DIR}/proxy"
 CA_BUNDLE = f"{APP}/Contents/Config/cert/ca-bundle.crt"

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from fleetctl import agent, facts, render, ssh
+from fleetctl import agent, agentlog, facts, render, ssh
 from fleetctl.plan import APPLIED_FILE, WORK_DIR, HostPlan
+from fleetctl.playbook import Playbook
 from fleetctl.secrets import Masker, Secrets
 
 
@@ -27,7 +28,7 @@ class Step:
 @dataclass
 class HostResult:
     name: str
-    status: str = "running"  # ok | changed | failed | unreachable
+    status: str = "running"  # ok | changed | failed | unreachable | skipped
     reason: str | None = None
     arch: str | None = None
     macos: str | None = None
@@ -54,10 +55,11 @@ class Events:
 
 
 class HostRun:
-    def __init__(self, plan: HostPlan, secrets: Secrets, masker: Masker, accept_new: bool, verify_s: int,
+    def __init__(self, plan: HostPlan, book: Playbook, secrets: Secrets, masker: Masker, accept_new: bool,
                  events: Events):
         self.plan, self.secrets, self.mask, self.accept_new = plan, secrets, masker, accept_new
-        self.verify_s, self.events = verify_s, events
+        self.action, self.verify_s, self.events = book.action, book.verify_timeout, events
+        self.scan = (book.scan_type, book.scan_cputhrottle, book.scan_timeout)
         self.result = HostResult(plan.host.name)
         self.conn: ssh.Connection | None = None
         self.mode, self.password = ssh.SHELL, None
@@ -96,49 +98,126 @@ class HostRun:
         p, h, r = self.plan, self.plan.host, self.result
         self.events.step(h.name, "connect")
         self.conn = ssh.Connection(h.address, h.port, h.user, h.key_file, p.known_hosts, self.accept_new)
-        out = self._step("facts", render.render(
+        needs_pod = self.action in ("install", "upgrade") or (self.action == "configure" and p.pod_url)
+        f = facts.parse(self._step("facts", render.render(
             "facts", package_id=agent.PACKAGE_ID, staged=[p.staged(k) for k in p.packages.values()], group=p.group,
-            routes=p.routes, pod_url=p.pod_url)).out
-        f = facts.parse(out)
+            routes=p.routes if needs_pod else [], pod_url=p.pod_url)).out)
         r.arch, r.macos = facts.first(f, "arch") or None, facts.first(f, "macos") or None
-        r.version_before = facts.first(f, "agent_version") or None
-        pkg = p.packages.get(r.arch or "")
-        self._preflight(f, pkg)
+        r.version_before = r.version_after = facts.first(f, "agent_version") or None
+        self._privilege(f)
         state = facts.parse(self._step("state", render.render(
             "state", label=agent.LABEL, hostid_path=p.hostid_path, applied_file=APPLIED_FILE), privileged=True).out)
+        applied = dict(line.partition("=")[::2] for line in state.get("applied", []))
+        getattr(self, f"_{self.action}")(f, state, applied)
+
+    def _install(self, f: dict, state: dict, applied: dict) -> None:
+        p, r = self.plan, self.result
+        pkg = p.packages.get(r.arch or "")
+        self._requirements(f, pkg, needs_pod=True)
         need_install = r.version_before != pkg.version
-        need_config = need_install or facts.first(state, "applied") != p.fingerprint \
-            or facts.first(state, "hostid") != "1"
+        need_config = need_install or applied.get("fingerprint") != p.fingerprint or facts.first(state, "hostid") != "1"
         if not need_install and not need_config and facts.first(state, "daemon_pid"):
-            r.status, r.version_after = "ok", r.version_before
+            r.status = "ok"
             return
         since = facts.first(f, "now")
         if need_install:
-            if pkg.sha256 not in f.get("staged", []):
-                self._upload(pkg)
+            self._upload_if_needed(f, pkg)
             res = self._step("install", render.render("install", work_dir=WORK_DIR, staged=p.staged(pkg),
                                                       sha256=pkg.sha256), privileged=True, check=False)
             if res.rc != 0:
                 raise HostFailed(self.mask(facts.installer_failure(res.out + res.err)))
-        self._step("configure", render.render(
-            "configure", proxy_content=p.proxy_content, config_dir=agent.CONFIG_DIR, proxy_file=agent.PROXY_FILE,
-            ca_bundle=p.ca_bundle, ca_bundle_path=agent.CA_BUNDLE, tool_paths=agent.TOOL_PATHS, options=p.options,
-            marker_dir=WORK_DIR, fingerprint=p.fingerprint, applied_file=APPLIED_FILE), privileged=True)
-        self._verify(pkg, since)
+        self._configure_step(p.options, p.proxy_content, p.ca_bundle, p.marker(p.digests, p.fingerprint))
+        self._verify(pkg.version, since, wait_checkin=True)
         r.status = "changed"
 
-    def _preflight(self, f: dict, pkg) -> None:
+    def _upgrade(self, f: dict, state: dict, applied: dict) -> None:
         p, r = self.plan, self.result
-        if r.arch not in ("arm64", "x86_64"):
-            raise HostFailed(f"not a Mac we know: uname -m says {r.arch!r}")
-        if pkg is None:
-            raise HostFailed(f"no package for {r.arch}: set agent_pkg_{r.arch}")
-        memory = facts.number(f, "memsize")
-        if memory is not None and memory < agent.MIN_MEMORY:
-            raise HostFailed(f"memory {memory >> 20} MB is below the agent's 512 MB minimum")
-        disk = facts.number(f, "disk_free_kb")
-        if disk is not None and disk < agent.MIN_DISK_KB:
-            raise HostFailed(f"free disk {disk // 1024} MB is below the agent's 100 MB minimum")
+        pkg = p.packages.get(r.arch or "")
+        if not r.version_before:
+            raise HostFailed("the agent is not installed; roll it out with action install", status="skipped")
+        if _version(r.version_before) >= _version(pkg.version if pkg else "0"):
+            r.status, r.reason = "ok", f"already at {r.version_before}"
+            return
+        self._requirements(f, pkg, needs_pod=bool(p.pod_url))
+        since = facts.first(f, "now")
+        self._upload_if_needed(f, pkg)
+        res = self._step("upgrade", render.render("upgrade", work_dir=WORK_DIR, staged=p.staged(pkg),
+                                                  sha256=pkg.sha256, app_bin=agent.APP_BIN), privileged=True,
+                         check=False)
+        if res.rc != 0:
+            raise HostFailed(self.mask(facts.installer_failure(res.out + res.err)))
+        self._verify(pkg.version, since, wait_checkin=facts.first(state, "hostid") == "1")
+        r.status = "changed"
+
+    def _uninstall(self, f: dict, state: dict, applied: dict) -> None:
+        r = self.result
+        if not r.version_before and not facts.first(state, "daemon_pid"):
+            r.status, r.reason = "ok", "agent already absent"
+            return
+        out = self._step("uninstall", render.render(
+            "uninstall", tool_paths=agent.UNINSTALL_PATHS, applied_file=APPLIED_FILE, wait_s=self.verify_s,
+            label=agent.LABEL, app=agent.APP, plist=agent.PLIST, package_id=agent.PACKAGE_ID,
+            hostid_path=self.plan.hostid_path), privileged=True).out
+        left = facts.parse(out).get("left", [])
+        if left:
+            raise HostFailed(f"uninstall left behind: {', '.join(left)}")
+        r.status, r.version_after = "changed", None
+
+    def _configure(self, f: dict, state: dict, applied: dict) -> None:
+        p, r = self.plan, self.result
+        if not r.version_before:
+            raise HostFailed("the agent is not installed; roll it out with action install", status="skipped")
+        self._requirements(f, None, needs_pod=bool(p.pod_url))
+        changed = {k for k, d in p.digests.items() if applied.get(k) != d}
+        if not changed:
+            r.status = "ok"
+            return
+        since = facts.first(f, "now")
+        options = [o for o in p.options if o.partition("=")[0] in changed]
+        self._configure_step(options, p.proxy_content if "proxy" in changed else None,
+                             p.ca_bundle if "ca_bundle" in changed else None,
+                             p.marker({**applied, **p.digests}, applied.get("fingerprint", "")))
+        self._verify(r.version_before, since, wait_checkin=False,
+                     expect=f"Configuration updated" if options and p.check_in_logged else None)
+        r.status, r.reason = "changed", "changed: " + ", ".join(sorted(changed))
+
+    def _scan(self, f: dict, state: dict, applied: dict) -> None:
+        p, r = self.plan, self.result
+        if not r.version_before:
+            raise HostFailed("the agent is not installed", status="skipped")
+        ctl = f"{agent.APP_BIN}/cloudagentctl.sh"
+        res = self._step("scan", render.render(
+            "scan", ctl=ctl, scan_type=self.scan[0], cputhrottle=self.scan[1], log_file=p.log_file,
+            wait_s=self.scan[2]), privileged=True, check=False)
+        lines = facts.parse(res.out).get("log", [])
+        control = next((l.split(": ", 1)[1] for l in res.out.splitlines() if l.startswith("On-Demand-Request")), None)
+        if res.rc != 0 or not control:
+            raise HostFailed(f"scan request refused: {(res.err or res.out).strip()[-200:]}")
+        kinds = [e.kind for e in agentlog.parse("\n".join(lines))]
+        if "manifest_missing" in kinds:
+            raise HostFailed(f"scan {control}: manifest missing (agent not activated for {self.scan[0].upper()})")
+        if "scan_completed" in kinds:
+            r.status, r.reason = "ok", f"scan {control} completed"
+        elif "scan_delayed" in kinds:
+            r.status, r.reason = "ok", f"scan {control} delayed behind an interval scan"
+        elif "scan_started" in kinds:
+            r.status, r.reason = "ok", f"scan {control} started"
+        else:
+            raise HostFailed(f"scan {control}: nothing in the agent log within {self.scan[2]}s (timed out)")
+
+    def _configure_step(self, options: list[str], proxy: str | None, ca: str | None, marker: str) -> None:
+        p = self.plan
+        self._step("configure", render.render(
+            "configure", proxy_content=proxy, config_dir=agent.CONFIG_DIR, proxy_file=agent.PROXY_FILE,
+            ca_bundle=ca, ca_bundle_path=agent.CA_BUNDLE, tool_paths=agent.TOOL_PATHS, options=options,
+            marker_dir=WORK_DIR, marker=marker, applied_file=APPLIED_FILE), privileged=True)
+
+    def _upload_if_needed(self, f: dict, pkg) -> None:
+        if pkg.sha256 not in f.get("staged", []):
+            self._upload(pkg)
+
+    def _privilege(self, f: dict) -> None:
+        p = self.plan
         privilege = facts.first(f, "privilege")
         if privilege == "root":
             self.mode = ssh.SHELL
@@ -151,9 +230,23 @@ class HostRun:
             self.mode, self.password = ssh.SUDO_PASSWORD, self.secrets.values[p.become_secret]
         else:
             raise HostFailed(f"{p.host.user} cannot use sudo on this Mac")
+
+    def _requirements(self, f: dict, pkg, needs_pod: bool) -> None:
+        """The spec's host requirements; checked before anything on the Mac changes."""
+        p, r = self.plan, self.result
+        if r.arch not in ("arm64", "x86_64"):
+            raise HostFailed(f"not a Mac we know: uname -m says {r.arch!r}")
+        if p.packages and pkg is None:
+            raise HostFailed(f"no package for {r.arch}: set agent_pkg_{r.arch}")
+        memory = facts.number(f, "memsize")
+        if memory is not None and memory < agent.MIN_MEMORY:
+            raise HostFailed(f"memory {memory >> 20} MB is below the agent's 512 MB minimum")
+        disk = facts.number(f, "disk_free_kb")
+        if disk is not None and disk < agent.MIN_DISK_KB:
+            raise HostFailed(f"free disk {disk // 1024} MB is below the agent's 100 MB minimum")
         if facts.first(f, "group_exists") != "1":
             raise HostFailed(f"group {p.group!r} does not exist on this Mac; create it or change agent: Group")
-        if not facts.first(f, "pod_reached"):
+        if needs_pod and not facts.first(f, "pod_reached"):
             errors = "; ".join(f.get("pod_error", [])) or "no answer"
             raise HostFailed(self.mask(f"cannot reach the Qualys platform over HTTPS: {errors}"))
 
@@ -174,15 +267,17 @@ class HostRun:
         if res.rc != 0:
             raise HostFailed(f"upload: {res.err.strip() or f'exit {res.rc}'}")
 
-    def _verify(self, pkg, since: str) -> None:
+    def _verify(self, version: str, since: str, wait_checkin: bool, expect: str | None = None) -> None:
         p, r = self.plan, self.result
+        wait = wait_checkin and p.check_in_logged
         out = self._step("verify", render.render(
-            "verify", since=since, log_file=p.log_file, wait_s=self.verify_s if p.check_in_logged else 0,
-            package_id=agent.PACKAGE_ID, label=agent.LABEL, hostid_path=p.hostid_path), privileged=True).out
+            "verify", since=since, log_file=p.log_file, wait_s=self.verify_s if wait or expect else 0,
+            expect=expect or "check-in succeeded", package_id=agent.PACKAGE_ID, label=agent.LABEL,
+            hostid_path=p.hostid_path), privileged=True).out
         v = facts.parse(out)
         r.version_after = facts.first(v, "version") or None
-        if r.version_after != pkg.version:
-            raise HostFailed(f"verify: installed version is {r.version_after}, expected {pkg.version}")
+        if r.version_after != version:
+            raise HostFailed(f"verify: installed version is {r.version_after}, expected {version}")
         if not facts.first(v, "daemon_pid"):
             errors = " | ".join(v.get("log_error", []))
             raise HostFailed(f"verify: the agent daemon is not running (last exit {facts.first(v, 'daemon_exit', '?')})"
@@ -191,13 +286,17 @@ class HostRun:
             raise HostFailed(f"verify: no hostid at {p.hostid_path}")
         if v.get("log_error"):
             raise HostFailed("verify: agent log shows errors: " + " | ".join(v["log_error"]))
-        if p.check_in_logged and facts.first(v, "checked_in") != "1":
-            raise HostFailed(f"verify: no check-in in the agent log within {self.verify_s}s")
+        if (wait or expect) and facts.first(v, "expected") != "1":
+            raise HostFailed(f"verify: no {'check-in' if wait else repr(expect)} in the agent log within {self.verify_s}s")
 
 
-def run_all(plans: list[HostPlan], secrets: Secrets, forks: int, accept_new: bool, verify_s: int,
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split(".") if x.isdigit())
+
+
+def run_all(plans: list[HostPlan], book: Playbook, secrets: Secrets, forks: int, accept_new: bool,
             events: Events) -> list[HostResult]:
     masker = secrets.masker()
     with ThreadPoolExecutor(max_workers=max(1, forks), thread_name_prefix="host") as pool:
-        runs = [HostRun(p, secrets, masker, accept_new, verify_s, events) for p in plans]
+        runs = [HostRun(p, book, secrets, masker, accept_new, events) for p in plans]
         return list(pool.map(HostRun.run, runs))

@@ -49,11 +49,16 @@ class HostPlan:
     pod_url: str
     become_secret: str | None
     known_hosts: Path
-    fingerprint: str
+    digests: dict[str, str]  # setting -> sha256 of its value, recorded on the Mac once applied
+    fingerprint: str  # of all settings together: an unchanged host needs no provisioning
     log_file: str
     check_in_logged: bool  # False when LogLevel/LogDestType hide check-ins from the log file
     hostid_path: str
     group: str
+
+    def marker(self, digests: dict[str, str], fingerprint: str) -> str:
+        """What the Mac remembers fleetctl applied (digests only, never values)."""
+        return "".join(f"{k}={v}\n" for k, v in sorted({**digests, "fingerprint": fingerprint}.items()))
 
     @property
     def staged_dir(self) -> str:
@@ -101,28 +106,34 @@ class Planner:
 
     def host(self, host: Host) -> HostPlan:
         v = {**host.vars}
+        action = self.playbook.action
         for key in v:
             if key.startswith("agent_pkg_") and key.removeprefix("agent_pkg_") not in ARCHES:
                 raise self._fail(host, f"{key}: unknown architecture {key.removeprefix('agent_pkg_')!r}; "
                                        "use agent_pkg_arm64 or agent_pkg_x86_64")
-        packages = {arch: self._package(host, arch, v[f"agent_pkg_{arch}"]) for arch in ARCHES
-                    if v.get(f"agent_pkg_{arch}")}
-        if not packages:
-            raise self._fail(host, "no package: set agent_pkg_arm64 and/or agent_pkg_x86_64 to .pkg files")
+        packages: dict[str, Package] = {}
+        if action in ("install", "upgrade"):
+            packages = {arch: self._package(host, arch, v[f"agent_pkg_{arch}"]) for arch in ARCHES
+                        if v.get(f"agent_pkg_{arch}")}
+            if not packages:
+                raise self._fail(host, "no package: set agent_pkg_arm64 and/or agent_pkg_x86_64 to .pkg files")
+        provisions = action == "install" or (action == "configure" and self.playbook.subscription)
         server_uri = v.get("server_uri")
-        if not server_uri:
+        if provisions and not server_uri:
             raise self._fail(host, "server_uri is not set; set it to https://<your Qualys platform>/CloudAgent")
-        problem = agent.option_problem("ServerUri", server_uri)
-        if problem:
-            raise self._fail(host, f"server_uri: {problem}")
-        options = dict(self.playbook.options)
-        secrets = {"ActivationId": self._secret("activation_id", "Qualys ActivationId"),
-                   "CustomerId": self._secret("customer_id", "Qualys CustomerId")}
-        if self.secrets is not None:
-            for key, value in secrets.items():
-                if agent.option_problem(key, value):
-                    raise UsageError(f"secret {key.replace('Id', '_id').lower()}: {key} must be a UUID "
-                                     "(the value is not shown)")
+        if server_uri and agent.option_problem("ServerUri", server_uri):
+            raise self._fail(host, f"server_uri: {agent.option_problem('ServerUri', server_uri)}")
+        options: dict[str, str] = {}
+        if provisions:
+            options = {"ActivationId": self._secret("activation_id", "Qualys ActivationId"),
+                       "CustomerId": self._secret("customer_id", "Qualys CustomerId"), "ServerUri": str(server_uri)}
+            if self.secrets is not None:
+                for key in agent.SECRET_OPTIONS:
+                    if agent.option_problem(key, options[key]):
+                        raise UsageError(f"secret {key.replace('Id', '_id').lower()}: {key} must be a UUID "
+                                         "(the value is not shown)")
+        if action in ("install", "configure"):
+            options.update(self.playbook.options)
         proxy, routes = self._proxy(host, v)
         ca_bundle = None
         if v.get("proxy_ca_bundle"):
@@ -135,20 +146,25 @@ class Planner:
         pod_ca = v.get("fleetctl_pod_ca")
         if pod_ca:
             routes = [Route(r.name, r.curl_config + f"cacert = {_curl_quote(str(pod_ca))}\n") for r in routes]
-        tool_options = [f"{k}={val}" for k, val in {**secrets, "ServerUri": server_uri, **options}.items()]
+        settings = dict(options)
+        if action == "install" or proxy:
+            settings["proxy"] = proxy.file_content() if proxy else ""
+        if action == "install" or ca_bundle:
+            settings["ca_bundle"] = ca_bundle or ""
         level = int(options.get("LogLevel", 3))
         log_dir = options.get("LogFileDir", "/var/log/qualys/")
-        fingerprint = hashlib.sha256(json.dumps(
-            [tool_options, proxy.file_content() if proxy else None, ca_bundle]).encode()).hexdigest()
         become = v.get("fleetctl_become_secret")
         known_hosts = Path(os.path.expanduser(str(v.get("fleetctl_known_hosts", "~/.ssh/known_hosts"))))
         return HostPlan(
-            host=host, packages=packages, options=tool_options,
+            host=host, packages=packages, options=[f"{k}={val}" for k, val in options.items()],
             proxy_content=proxy.file_content() if proxy else None, ca_bundle=ca_bundle, routes=routes,
-            pod_url=server_uri, become_secret=str(become) if become else None, known_hosts=known_hosts,
-            fingerprint=fingerprint, log_file=os.path.join(log_dir, "qualys-cloud-agent.log"),
+            pod_url=str(server_uri or ""), become_secret=str(become) if become else None, known_hosts=known_hosts,
+            digests={k: hashlib.sha256(val.encode()).hexdigest()[:32] for k, val in settings.items()},
+            fingerprint=hashlib.sha256(json.dumps(sorted(settings.items())).encode()).hexdigest(),
+            log_file=os.path.join(log_dir, "qualys-cloud-agent.log"),
             check_in_logged=level >= 3 and options.get("LogDestType", "file") == "file",
-            hostid_path=os.path.join(options.get("HostIdSearchDir", "/etc/"), "qualys", "hostid"),
+            hostid_path=os.path.join(options.get("HostIdSearchDir", str(v.get("agent_hostid_dir", "/etc/"))),
+                                     "qualys", "hostid"),
             group=options.get("Group", "wheel"),
         )
 

@@ -8,8 +8,9 @@ from typing import Any
 from fleetctl import agent, yamlfile
 from fleetctl.errors import UsageError
 
-ACTIONS = ("install",)
-KEYS = {"name", "action", "agent", "vars", "verify_timeout"}
+ACTIONS = ("install", "upgrade", "uninstall", "configure", "scan")
+KEYS = {"name", "action", "agent", "vars", "verify_timeout", "subscription", "scan"}
+SCAN_TYPES = ("vm", "pc", "inv", "udc", "sca", "vmpc")
 
 
 @dataclass
@@ -20,6 +21,10 @@ class Playbook:
     options: dict[str, str]  # configuration-tool options other than the secrets and ServerUri
     vars: dict[str, Any] = field(default_factory=dict)
     verify_timeout: int = 60
+    subscription: bool = False  # configure: also apply server_uri + ActivationId/CustomerId (migration)
+    scan_type: str = "vm"
+    scan_cputhrottle: int = 0
+    scan_timeout: int = 300
 
 
 def load(path: Path) -> Playbook:
@@ -54,4 +59,20 @@ def load(path: Path) -> Playbook:
     timeout = data.get("verify_timeout", 60)
     if not isinstance(timeout, int) or not 5 <= timeout <= 3600:
         raise UsageError(f"{path}:{data.line_of('verify_timeout')}: verify_timeout must be 5 to 3600 seconds")
-    return Playbook(path, action, str(data.get("name") or action), clean, dict(variables), timeout)
+    subscription = data.get("subscription", False)
+    if not isinstance(subscription, bool):
+        raise UsageError(f"{path}:{data.line_of('subscription')}: subscription must be true or false")
+    scan = data.get("scan") or {}
+    if not isinstance(scan, dict) or set(scan) - {"type", "cputhrottle", "timeout"}:
+        raise UsageError(f"{path}:{data.line_of('scan')}: scan: takes type, cputhrottle and timeout")
+    scan_type = scan.get("type", "vm")
+    if scan_type not in SCAN_TYPES:
+        raise UsageError(f"{path}:{scan.line_of('type')}: scan type must be one of {', '.join(SCAN_TYPES)}")
+    throttle = scan.get("cputhrottle", 0)
+    if not isinstance(throttle, int) or not 0 <= throttle <= 1000:
+        raise UsageError(f"{path}:{scan.line_of('cputhrottle')}: cputhrottle must be 0 (no throttling) to 1000")
+    scan_timeout = scan.get("timeout", 300)
+    if not isinstance(scan_timeout, int) or not 5 <= scan_timeout <= 86400:
+        raise UsageError(f"{path}:{scan.line_of('timeout')}: scan timeout must be 5 to 86400 seconds")
+    return Playbook(path, action, str(data.get("name") or action), clean, dict(variables), timeout,
+                    subscription, scan_type, throttle, scan_timeout)

@@ -69,7 +69,7 @@ def _scripts(p: HostPlan) -> str:
     parts.append(render.render(
         "configure", proxy_content=p.proxy_content, config_dir=agent.CONFIG_DIR, proxy_file=agent.PROXY_FILE,
         ca_bundle=p.ca_bundle, ca_bundle_path=agent.CA_BUNDLE, tool_paths=agent.TOOL_PATHS, options=p.options,
-        marker_dir=WORK_DIR, fingerprint="<sha256 of these settings>", applied_file=APPLIED_FILE))
+        marker_dir=WORK_DIR, marker="<sha256 of each setting>", applied_file=APPLIED_FILE))
     return "\n".join(f"# --- {name}\n{text}" for name, text in zip(
         [f"install ({a})" for a in p.packages] + ["configure"], parts))
 
@@ -82,8 +82,11 @@ def run(playbook_path: Path, inventory_path: Path, limit: str | None, extra: tup
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
     started = datetime.now(timezone.utc)
     with report.Live(console, len(plans)) as live:
-        results = engine.run_all(plans, secrets, forks, accept_new, book.verify_timeout, live.events())
+        results = engine.run_all(plans, book, secrets, forks, accept_new, live.events())
     report.summary(console, results)
+    if book.action == "uninstall":
+        console.print("Note: each Mac's asset record, licence and results stay on the Qualys platform; "
+                      "remove them there.")
     if json_path:
         report.write_json(json_path, run_id, book.action, started, results)
     return EXIT_FAILED if any(r.status in ("failed", "unreachable") for r in results) else 0
