@@ -1,0 +1,126 @@
+"""Living with the agent: upgrade, configure, scan and uninstall after a rollout, on their own lab."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ACTIVATION, CUSTOMER, FLEETCTL, Lab, fleetctl
+
+ROOT = Path(__file__).resolve().parents[2]
+PERSONAS = "x86_64*2,installer-fails,proxy-only,agent-crashes"
+HEALTHY = ["mac-001", "mac-002", "mac-004", "mac-006", "mac-007", "mac-008"]
+
+
+@pytest.fixture(scope="module")
+def rolled_out(tmp_path_factory):
+    lab_dir = tmp_path_factory.mktemp("actionslab")
+    fleetctl("lab", "up", "--hosts", "8", "--personas", PERSONAS, "--dir", str(lab_dir))
+    env = {**os.environ, "FLEETCTL_ACTIVATION_ID": ACTIVATION, "FLEETCTL_CUSTOMER_ID": CUSTOMER,
+           "FLEETCTL_LAB_PROXY_PASSWORD": (lab_dir / "proxy-password").read_text().strip()}
+    lab = Lab(lab_dir, yaml.safe_load((lab_dir / "inventory.yml").read_text()))
+    try:
+        first = play(lab, env, ROOT / "playbooks/rollout.yml")
+        assert {h["name"] for h in first["hosts"] if h["status"] == "changed"} == set(HEALTHY), first
+        yield lab, env
+    finally:
+        fleetctl("lab", "down", "--dir", str(lab_dir))
+
+
+def play(lab: Lab, env: dict, playbook: Path, *args: str, inventory: Path | None = None) -> dict:
+    out = lab.dir / "last.json"
+    done = subprocess.run([str(FLEETCTL), "run", str(playbook), "-i", str(inventory or lab.dir / "inventory.yml"),
+                           "--json", str(out), *args], capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode in (0, 3), done.stdout + done.stderr
+    report = json.loads(out.read_text())
+    report["by_name"] = {h["name"]: h for h in report["hosts"]}
+    report["stdout"] = done.stdout
+    return report
+
+
+def test_upgrade_wave(rolled_out, tmp_path):
+    lab, env = rolled_out
+    hostids = {n: (lab.dir / "hosts" / n / "root/etc/qualys/hostid").read_text() for n in HEALTHY}
+    pkgs = {a: tmp_path / f"{a}.pkg" for a in ("arm64", "x86_64")}
+    for arch, path in pkgs.items():
+        fleetctl("lab", "pkg", "--version", "6.2.0.7", "--arch", arch, "--size-mb", "3", "--out", str(path))
+    extra = ["-e", f"agent_pkg_arm64={pkgs['arm64']}", "-e", f"agent_pkg_x86_64={pkgs['x86_64']}"]
+    report = play(lab, env, ROOT / "playbooks/upgrade-wave.yml", *extra)
+    hosts = report["by_name"]
+    for name in HEALTHY:
+        assert hosts[name]["status"] == "changed", hosts[name]
+        assert (hosts[name]["version_before"], hosts[name]["version_after"]) == ("6.1.0.20", "6.2.0.7")
+        assert (lab.dir / "hosts" / name / "root/etc/qualys/hostid").read_text() == hostids[name]
+        assert lab.mac(name).count("qagent_upgrade.sh") == 1
+        lab.wait_checkin(hostids[name].strip(), agent_version="6.2.0.7")
+    assert hosts["mac-003"]["status"] == "skipped" and "not installed" in hosts["mac-003"]["reason"]
+    assert hosts["mac-005"]["status"] == "failed" and "daemon is not running" in hosts["mac-005"]["reason"]
+    again = play(lab, env, ROOT / "playbooks/upgrade-wave.yml", *extra)["by_name"]
+    for name in HEALTHY:
+        assert again[name]["status"] == "ok" and again[name]["uploaded_bytes"] == 0
+        assert again[name]["reason"] == "already at 6.2.0.7"
+        assert lab.mac(name).count("qagent_upgrade.sh") == 1
+
+
+def test_configure_changes_only_what_differs(rolled_out, tmp_path):
+    lab, env = rolled_out
+    inventory = yaml.safe_load((lab.dir / "inventory.yml").read_text())
+    proxy_url = inventory["all"]["vars"]["lab_proxy_url"]
+    inventory["all"]["hosts"]["mac-006"].update({"proxy_urls": [proxy_url], "proxy_user": "fleetproxy",
+                                                 "proxy_password_secret": "lab_proxy_password"})
+    inv = tmp_path / "inventory.yml"
+    inv.write_text(yaml.safe_dump(inventory))
+    playbook = tmp_path / "configure.yml"
+    playbook.write_text("action: configure\nagent:\n  LogLevel: 4\n")
+    hosts = play(lab, env, playbook, inventory=inv)["by_name"]
+    for name in HEALTHY:
+        expected = "changed: LogLevel, proxy" if name == "mac-006" else "changed: LogLevel"
+        assert (hosts[name]["status"], hosts[name]["reason"]) == ("changed", expected), hosts[name]
+        conf = lab.mac(name).ok("sudo cat '/Library/Application Support/QualysCloudAgent/Config/qualys-cloud-agent.conf'")
+        assert "LogLevel=4\n" in conf
+    proxy = lab.mac("mac-006").ok("sudo cat '/Library/Application Support/QualysCloudAgent/Config/proxy'")
+    assert proxy.startswith("qualys_https_proxy=https://fleetproxy:")
+    assert lab.mac("mac-001").run("test -e '/Library/Application Support/QualysCloudAgent/Config/proxy'").returncode == 1
+    again = play(lab, env, playbook, inventory=inv)["by_name"]
+    assert all(again[name]["status"] == "ok" for name in HEALTHY)
+
+
+def test_on_demand_scans(rolled_out, tmp_path):
+    lab, env = rolled_out
+    (lab.dir / "hosts/mac-002/root/private/var/fleetlab/interval-scan").write_text("vm\n")
+    hosts = play(lab, env, ROOT / "playbooks/scan.yml", "--limit", ",".join(HEALTHY))["by_name"]
+    for name in HEALTHY:
+        expected = "delayed behind an interval scan" if name == "mac-002" else "completed"
+        assert hosts[name]["status"] == "ok" and hosts[name]["reason"].endswith(expected), hosts[name]
+        control_id = hosts[name]["reason"].split()[1]
+        assert f"ControlID={control_id}" in lab.mac(name).ok("cat /var/log/qualys/qualys-cloud-agent.log")
+    (lab.dir / "hosts/mac-002/root/private/var/fleetlab/interval-scan").unlink()
+    playbook = tmp_path / "udc.yml"
+    playbook.write_text("action: scan\nscan: {type: udc, timeout: 10}\n")
+    udc = play(lab, env, playbook, "--limit", "mac-001")["by_name"]["mac-001"]
+    assert udc["status"] == "failed" and "manifest missing" in udc["reason"]
+
+
+def test_uninstall_sweep_leaves_no_agent_artefact(rolled_out):
+    lab, env = rolled_out
+    report = play(lab, env, ROOT / "playbooks/uninstall-sweep.yml")
+    hosts = report["by_name"]
+    for name in HEALTHY + ["mac-005"]:
+        assert hosts[name]["status"] == "changed", hosts[name]
+    assert hosts["mac-003"]["status"] == "ok" and hosts["mac-003"]["reason"] == "agent already absent"
+    assert "asset record" in report["stdout"]
+    for name in HEALTHY + ["mac-005"]:
+        mac = lab.mac(name)
+        for path in ["/Applications/QualysCloudAgent.app", "/Library/LaunchDaemons/com.qualys.cloud-agent.plist",
+                     "/Library/Application Support/QualysCloudAgent", "/etc/qualys/hostid",
+                     "/usr/local/qualys/cloud-agent", "/private/var/db/fleetctl/qualys-agent.applied"]:
+            mac.ok(f"sudo test ! -e '{path}'")
+        assert mac.run("pkgutil --pkg-info com.qualys.cloud-agent").returncode == 1
+        assert mac.run("sudo launchctl list com.qualys.cloud-agent").returncode == 113
+        assert "qagent.py daemon" not in mac.ok("ps -eo args")
+    again = play(lab, env, ROOT / "playbooks/uninstall-sweep.yml")["by_name"]
+    assert all(h["status"] == "ok" for h in again.values())
