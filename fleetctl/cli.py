@@ -132,11 +132,16 @@ def plan_cmd(playbook_path: Path, inventory_path: Path, limit: str | None, extra
 @click.option("--accept-new-hostkeys", is_flag=True, help="Trust and remember keys of Macs seen for the first "
               "time (a changed key is always refused).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the report as JSON.")
+@click.option("--retry-failed", metavar="RUN_ID", help="Only the Macs that failed or were unreachable in RUN_ID.")
 def run_cmd(playbook_path: Path, inventory_path: Path, limit: str | None, extra: tuple[str, ...], forks: int,
-            accept_new_hostkeys: bool, json_path: Path | None) -> None:
-    """Roll out: check, upload, install, provision and verify every selected Mac.
+            accept_new_hostkeys: bool, json_path: Path | None, retry_failed: str | None) -> None:
+    """Run a playbook's action (install, upgrade, uninstall, configure, scan) on every selected Mac.
 
-    Exit status: 0 all hosts ok, 2 invalid input (no Mac contacted), 3 some hosts failed.
+    Waves, failure thresholds and every step go to the run journal; an interrupted, halted or
+    waiting run continues with `fleetctl resume RUN_ID`.
+
+    Exit status: 0 all hosts ok, 2 invalid input (no Mac contacted), 3 some hosts failed,
+    4 halted by a failure threshold, 130 interrupted.
 
     \b
     Example:
@@ -146,8 +151,46 @@ def run_cmd(playbook_path: Path, inventory_path: Path, limit: str | None, extra:
 
     prompt = (lambda text: click.prompt(text, hide_input=True)) if sys.stdin.isatty() else None
     code = rollout.run(playbook_path, inventory_path, limit, extra, forks, accept_new_hostkeys, json_path,
-                       _out(), prompt)
+                       _out(), prompt, retry_failed)
     sys.exit(code)
+
+
+@cli.command("resume")
+@click.argument("run_id")
+@click.option("--forks", "-f", type=click.IntRange(1, 1000), help="Override the run's --forks.")
+@click.option("--accept-new-hostkeys", is_flag=True, help="Trust keys of Macs seen for the first time.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the report as JSON.")
+def resume_cmd(run_id: str, forks: int | None, accept_new_hostkeys: bool, json_path: Path | None) -> None:
+    """Continue a halted, waiting, interrupted or crashed run; finished Macs are not redone.
+
+    Safe for cron or a systemd timer: a wave whose not_before has not come yet just waits.
+
+    \b
+    Example:
+      fleetctl resume 20261126-220000-1a2b
+    """
+    from fleetctl import rollout
+
+    prompt = (lambda text: click.prompt(text, hide_input=True)) if sys.stdin.isatty() else None
+    sys.exit(rollout.resume(run_id, forks, accept_new_hostkeys, json_path, _out(), prompt))
+
+
+@cli.command("runs")
+def runs_cmd() -> None:
+    """List recent runs from the journal ($FLEETCTL_STATE_DIR, default ~/.local/state/fleetctl)."""
+    from fleetctl import rollout
+
+    rollout.list_runs(_out())
+
+
+@cli.command("report")
+@click.argument("run_id")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the report as JSON.")
+def report_cmd(run_id: str, json_path: Path | None) -> None:
+    """Show a run's report again, from the journal."""
+    from fleetctl import rollout
+
+    sys.exit(rollout.show_report(run_id, json_path, _out()))
 
 
 SINCE = click.option("--since", default="24h", show_default=True,

@@ -6,7 +6,8 @@ configure -> verify. A failed check stops that host before anything changes.
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -28,7 +29,7 @@ class Step:
 @dataclass
 class HostResult:
     name: str
-    status: str = "running"  # ok | changed | failed | unreachable | skipped
+    status: str = "running"  # ok | changed | failed | unreachable | skipped | pending (aborted)
     reason: str | None = None
     arch: str | None = None
     macos: str | None = None
@@ -56,15 +57,18 @@ class Events:
 
 class HostRun:
     def __init__(self, plan: HostPlan, book: Playbook, secrets: Secrets, masker: Masker, accept_new: bool,
-                 events: Events):
+                 events: Events, abort: threading.Event):
         self.plan, self.secrets, self.mask, self.accept_new = plan, secrets, masker, accept_new
         self.action, self.verify_s, self.events = book.action, book.verify_timeout, events
         self.scan = (book.scan_type, book.scan_cputhrottle, book.scan_timeout)
+        self.abort = abort
         self.result = HostResult(plan.host.name)
         self.conn: ssh.Connection | None = None
         self.mode, self.password = ssh.SHELL, None
 
     def _step(self, name: str, script: str, privileged: bool = False, check: bool = True) -> ssh.Result:
+        if self.abort.is_set():
+            raise Aborted()
         self.events.step(self.plan.host.name, name)
         started = time.monotonic()
         result = self.conn.run(script, self.mode if privileged else ssh.SHELL, self.password)
@@ -82,6 +86,8 @@ class HostRun:
             self._run()
         except HostFailed as e:
             self.result.status, self.result.reason = e.status, self.mask(str(e))
+        except Aborted:
+            self.result.status, self.result.reason = "pending", "aborted by Ctrl-C; resume to finish"
         except ssh.Unreachable as e:
             self.result.status = "unreachable" if self.conn is None else "failed"
             self.result.reason = self.mask(str(e))
@@ -114,10 +120,11 @@ class HostRun:
         p, r = self.plan, self.result
         pkg = p.packages.get(r.arch or "")
         self._requirements(f, pkg, needs_pod=True)
-        need_install = r.version_before != pkg.version
+        need_install = not r.version_before or _version(r.version_before) < _version(pkg.version)
         need_config = need_install or applied.get("fingerprint") != p.fingerprint or facts.first(state, "hostid") != "1"
+        keep = "" if need_install or r.version_before == pkg.version else f"keeps newer {r.version_before}"
         if not need_install and not need_config and facts.first(state, "daemon_pid"):
-            r.status = "ok"
+            r.status, r.reason = "ok", keep or None
             return
         since = facts.first(f, "now")
         if need_install:
@@ -127,8 +134,8 @@ class HostRun:
             if res.rc != 0:
                 raise HostFailed(self.mask(facts.installer_failure(res.out + res.err)))
         self._configure_step(p.options, p.proxy_content, p.ca_bundle, p.marker(p.digests, p.fingerprint))
-        self._verify(pkg.version, since, wait_checkin=True)
-        r.status = "changed"
+        self._verify(pkg.version if need_install else r.version_before, since, wait_checkin=True)
+        r.status, r.reason = "changed", keep or None
 
     def _upgrade(self, f: dict, state: dict, applied: dict) -> None:
         p, r = self.plan, self.result
@@ -294,9 +301,32 @@ def _version(text: str) -> tuple[int, ...]:
     return tuple(int(x) for x in text.split(".") if x.isdigit())
 
 
+class Aborted(Exception):
+    """Second Ctrl-C: the host stops between steps and stays pending for `fleetctl resume`."""
+
+
 def run_all(plans: list[HostPlan], book: Playbook, secrets: Secrets, forks: int, accept_new: bool,
-            events: Events) -> list[HostResult]:
+            events: Events, stop: threading.Event, abort: threading.Event,
+            on_interrupt: Callable[[int], None] = lambda n: None) -> list[HostResult | None]:
+    """Run PLANS with at most FORKS at once. Once STOP is set no new host starts (its result is
+    None); ABORT makes running hosts stop after their current step. Ctrl-C sets them in turn."""
     masker = secrets.masker()
+    runs = [HostRun(p, book, secrets, masker, accept_new, events, abort) for p in plans]
+
+    def go(run: HostRun) -> HostResult | None:
+        return None if stop.is_set() else run.run()
+
     with ThreadPoolExecutor(max_workers=max(1, forks), thread_name_prefix="host") as pool:
-        runs = [HostRun(p, book, secrets, masker, accept_new, events) for p in plans]
-        return list(pool.map(HostRun.run, runs))
+        futures = [pool.submit(go, r) for r in runs]
+        interrupts = 0
+        while True:
+            try:
+                wait(futures)
+                break
+            except KeyboardInterrupt:
+                interrupts += 1
+                stop.set()
+                if interrupts > 1:
+                    abort.set()
+                on_interrupt(interrupts)
+        return [f.result() for f in futures]

@@ -5,11 +5,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fleetctl import agent, yamlfile
+from fleetctl import agent, waves as wavespec, yamlfile
 from fleetctl.errors import UsageError
 
 ACTIONS = ("install", "upgrade", "uninstall", "configure", "scan")
-KEYS = {"name", "action", "agent", "vars", "verify_timeout", "subscription", "scan"}
+KEYS = {"name", "action", "agent", "vars", "verify_timeout", "subscription", "scan", "waves", "max_fail",
+        "failure_budget", "health_gate"}
 SCAN_TYPES = ("vm", "pc", "inv", "udc", "sca", "vmpc")
 
 
@@ -25,6 +26,10 @@ class Playbook:
     scan_type: str = "vm"
     scan_cputhrottle: int = 0
     scan_timeout: int = 300
+    waves: list[wavespec.Wave] = field(default_factory=list)
+    max_fail: wavespec.Limit | None = None  # per wave; None: never halt
+    failure_budget: wavespec.Limit | None = None
+    health_gate: bool = True  # after each wave's soak, check the wave's Macs are healthy
 
 
 def load(path: Path) -> Playbook:
@@ -74,5 +79,9 @@ def load(path: Path) -> Playbook:
     scan_timeout = scan.get("timeout", 300)
     if not isinstance(scan_timeout, int) or not 5 <= scan_timeout <= 86400:
         raise UsageError(f"{path}:{scan.line_of('timeout')}: scan timeout must be 5 to 86400 seconds")
+    waves, max_fail, budget = wavespec.parse(path, data)
+    gate = data.get("health_gate", True)
+    if not isinstance(gate, bool):
+        raise UsageError(f"{path}:{data.line_of('health_gate')}: health_gate must be true or false")
     return Playbook(path, action, str(data.get("name") or action), clean, dict(variables), timeout,
-                    subscription, scan_type, throttle, scan_timeout)
+                    subscription, scan_type, throttle, scan_timeout, waves, max_fail, budget, gate)

@@ -1,23 +1,32 @@
-"""`fleetctl run` and `fleetctl plan`: inputs in, validated plan, then the engine and the report."""
+"""`fleetctl run`, `resume`, `plan`, `runs` and `report`: inputs in, validated plan, waves of the
+engine with failure thresholds, every transition in the journal, then the report."""
 from __future__ import annotations
 
+import threading
+import time
 import uuid
-from datetime import datetime, timezone
+from dataclasses import asdict
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
 from rich.console import Console
+from rich.table import Table
 
-from fleetctl import agent, engine, inventory, playbook, render, report
+from fleetctl import agent, engine, inventory, playbook, render, report, status
 from fleetctl.errors import UsageError
+from fleetctl.journal import DONE, Journal
 from fleetctl.plan import APPLIED_FILE, WORK_DIR, HostPlan, Planner
 from fleetctl.secrets import Secrets
+from fleetctl.waves import assign
 
-EXIT_FAILED = 3
+EXIT_FAILED, EXIT_HALTED, EXIT_INTERRUPTED = 3, 4, 130
+GATED = ("install", "upgrade")
+SOAK_STEP_S = 1.0
 
 
-def parse_extra_vars(pairs: tuple[str, ...]) -> dict[str, Any]:
+def parse_extra_vars(pairs: tuple[str, ...] | list[str]) -> dict[str, Any]:
     extra: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -30,8 +39,7 @@ def parse_extra_vars(pairs: tuple[str, ...]) -> dict[str, Any]:
     return extra
 
 
-def _plans(playbook_path: Path, inventory_path: Path, limit: str | None, extra: tuple[str, ...],
-           secrets: Secrets | None) -> tuple[playbook.Playbook, list[HostPlan]]:
+def _plans(playbook_path: Path, inventory_path: Path, limit: str | None, extra, secrets: Secrets | None):
     book = playbook.load(playbook_path)
     inv = inventory.load(inventory_path)
     hosts = inv.select(limit)
@@ -43,50 +51,265 @@ def _plans(playbook_path: Path, inventory_path: Path, limit: str | None, extra: 
     if secrets is not None:  # every sudo password is asked for now, once, never mid-run
         for name in sorted({p.become_secret for p in plans if p.become_secret}):
             secrets.get(name, "sudo password")
-    return book, plans
+    return book, inv, plans
 
 
-def show_plan(playbook_path: Path, inventory_path: Path, limit: str | None, extra: tuple[str, ...],
-              console: Console) -> None:
+def show_plan(playbook_path: Path, inventory_path: Path, limit: str | None, extra, console: Console) -> None:
     """Print the scripts each host would run (identical hosts grouped), secrets as placeholders."""
-    book, plans = _plans(playbook_path, inventory_path, limit, extra, secrets=None)
+    book, inv, plans = _plans(playbook_path, inventory_path, limit, extra, secrets=None)
     groups: dict[str, list[str]] = {}
     for p in plans:
-        scripts = _scripts(p)
-        groups.setdefault(scripts, []).append(p.host.name)
+        groups.setdefault(_scripts(p, book.action), []).append(p.host.name)
     console.print(f"# {book.name}: action {book.action}, {len(plans)} hosts", markup=False, highlight=False)
+    for wave, names in assign([p.host.name for p in plans], inv.groups, book.waves, book.max_fail):
+        console.print(f"# wave {wave.name!r}: {len(names)} hosts" + (f", not before {wave.not_before}" if wave.not_before
+                      else "") + (f", soak {wave.soak_s}s" if wave.soak_s else ""), markup=False, highlight=False)
     for scripts, names in groups.items():
         console.print(f"\n# ==== {len(names)} host(s): {', '.join(names)}", markup=False, highlight=False)
         console.print(scripts, markup=False, highlight=False)
 
 
-def _scripts(p: HostPlan) -> str:
+def _scripts(p: HostPlan, action: str) -> str:
     parts = []
     for arch, pkg in p.packages.items():
-        parts.append(f"# if uname -m is {arch}: package {pkg.path.name} version {pkg.version} sha256 {pkg.sha256}\n"
-                     f"#   (uploaded to {p.staged(pkg)} unless already there)\n"
-                     + render.render("install", work_dir=WORK_DIR, staged=p.staged(pkg), sha256=pkg.sha256))
-    parts.append(render.render(
-        "configure", proxy_content=p.proxy_content, config_dir=agent.CONFIG_DIR, proxy_file=agent.PROXY_FILE,
-        ca_bundle=p.ca_bundle, ca_bundle_path=agent.CA_BUNDLE, tool_paths=agent.TOOL_PATHS, options=p.options,
-        marker_dir=WORK_DIR, marker="<sha256 of each setting>", applied_file=APPLIED_FILE))
-    return "\n".join(f"# --- {name}\n{text}" for name, text in zip(
-        [f"install ({a})" for a in p.packages] + ["configure"], parts))
+        parts.append((f"{action} ({arch})", f"# if uname -m is {arch}: {pkg.path.name} version {pkg.version} "
+                      f"sha256 {pkg.sha256}, uploaded to {p.staged(pkg)} unless already there\n"
+                      + render.render("install" if action == "install" else "upgrade", work_dir=WORK_DIR,
+                                      staged=p.staged(pkg), sha256=pkg.sha256, app_bin=agent.APP_BIN)))
+    if action in ("install", "configure"):
+        parts.append(("configure", render.render(
+            "configure", proxy_content=p.proxy_content, config_dir=agent.CONFIG_DIR, proxy_file=agent.PROXY_FILE,
+            ca_bundle=p.ca_bundle, ca_bundle_path=agent.CA_BUNDLE, tool_paths=agent.TOOL_PATHS, options=p.options,
+            marker_dir=WORK_DIR, marker="<sha256 of each setting>", applied_file=APPLIED_FILE)))
+    if action == "uninstall":
+        parts.append(("uninstall", render.render(
+            "uninstall", tool_paths=agent.UNINSTALL_PATHS, applied_file=APPLIED_FILE, wait_s=30, label=agent.LABEL,
+            app=agent.APP, plist=agent.PLIST, package_id=agent.PACKAGE_ID, hostid_path=p.hostid_path)))
+    return "\n".join(f"# --- {name}\n{text}" for name, text in parts)
+
+
+class Runner:
+    """One run (new or resumed): waves in order, thresholds, soak, health gate, journal."""
+
+    def __init__(self, journal: Journal, run_id: str, book: playbook.Playbook, plans: list[HostPlan],
+                 secrets: Secrets, forks: int, accept_new: bool, console: Console):
+        self.journal, self.run_id, self.book, self.plans = journal, run_id, book, {p.host.name: p for p in plans}
+        self.secrets, self.forks, self.accept_new, self.console = secrets, forks, accept_new, console
+        self.stop, self.abort = threading.Event(), threading.Event()
+        self.failed_total = 0
+
+    def _say(self, text: str) -> None:
+        self.console.print(text, markup=False, highlight=False)
+
+    def execute(self, waves: list[tuple[Any, list[str]]], total_hosts: int, already_failed: int) -> str:
+        """Run the pending hosts of each wave; returns the run's state."""
+        self.failed_total = already_failed
+        budget = self.book.failure_budget.of(total_hosts) if self.book.failure_budget else None
+        for index, (wave, names) in enumerate(waves):
+            pending = [n for n in names if n in self.plans]
+            if not pending:
+                continue
+            if wave.not_before and datetime.now() < wave.not_before:
+                self._say(f"wave {wave.name!r} may not start before {wave.not_before:%Y-%m-%d %H:%M}; run is waiting. "
+                          f"Continue with: fleetctl resume {self.run_id}")
+                return "waiting"
+            allowed = wave.max_fail.of(len(names)) if wave.max_fail else len(names)
+            if len(waves) > 1 or wave.max_fail:
+                self._say(f"wave {wave.name!r}: {len(pending)} hosts (may fail: {allowed})")
+            wave_failed = 0
+            started = datetime.now(timezone.utc)
+
+            def done(result: engine.HostResult, _live_done=None) -> None:
+                nonlocal wave_failed
+                if result.status == "pending":
+                    return
+                self.journal.host_done(self.run_id, result.name, result.status, result.reason, asdict(result))
+                if result.status in ("failed", "unreachable"):
+                    wave_failed += 1
+                    self.failed_total += 1
+                    if wave_failed > allowed or (budget is not None and self.failed_total > budget):
+                        self.stop.set()
+
+            with report.Live(self.console, len(pending)) as live:
+                events = live.events()
+                live_done = events.done
+                events.done = lambda r: (done(r), live_done(r))
+                step = events.step
+                events.step = lambda h, s: (self.journal.step(self.run_id, h, s), step(h, s))
+                results = engine.run_all([self.plans[n] for n in pending], self.book, self.secrets, self.forks,
+                                         self.accept_new, events, self.stop, self.abort, self._interrupted)
+            if self.abort.is_set() or (self.stop.is_set() and not (wave_failed > allowed or
+                                       (budget is not None and self.failed_total > budget))):
+                return "interrupted"
+            if wave_failed > allowed or (budget is not None and self.failed_total > budget):
+                self._say(f"HALTED in wave {wave.name!r}: {wave_failed} failed (allowed {allowed})"
+                          + (f", {self.failed_total} in the run (budget {budget})" if budget is not None else "")
+                          + f". Fix the cause, then: fleetctl resume {self.run_id}")
+                return "halted"
+            if index < len(waves) - 1 and self.book.action in GATED:
+                stopped = self._soak_and_gate(wave, [r for r in results if r and r.status == "changed"], started,
+                                              allowed - wave_failed, budget)
+                if stopped:
+                    return stopped
+        return "done"
+
+    def _interrupted(self, count: int) -> None:
+        if count == 1:
+            self._say("Ctrl-C: no new Macs will start; running ones finish their steps (Ctrl-C again to abort).")
+        else:
+            self._say("Ctrl-C again: running Macs stop after their current step and stay pending for resume.")
+
+    def _soak_and_gate(self, wave, changed: list[engine.HostResult], started: datetime, allowed_left: int,
+                       budget: int | None) -> str | None:
+        """Wait the wave's soak, then check its Macs; returns 'halted' or 'interrupted' to stop."""
+        if wave.soak_s:
+            self._say(f"soaking {wave.soak_s}s before the health gate…")
+            deadline = time.monotonic() + wave.soak_s
+            try:
+                while time.monotonic() < deadline:
+                    time.sleep(min(SOAK_STEP_S, deadline - time.monotonic()))
+            except KeyboardInterrupt:
+                self.stop.set()
+                return "interrupted"
+        if not self.book.health_gate or not changed:
+            return None
+        since = datetime.now(timezone.utc) - started + timedelta(seconds=5)
+        unhealthy = 0
+        for result in changed:
+            plan = self.plans[result.name]
+            s = status.check(plan.host, self.secrets, since, self.accept_new)
+            problems = list(s.problems)
+            if s.version != result.version_after:
+                problems.append(f"version {s.version}, expected {result.version_after}")
+            if problems:
+                unhealthy += 1
+                self.failed_total += 1
+                result.status, result.reason = "failed", "health gate: " + "; ".join(problems)
+                self.journal.host_done(self.run_id, result.name, result.status, result.reason, asdict(result))
+        if unhealthy:
+            self._say(f"health gate: {unhealthy} Mac(s) unhealthy after wave {wave.name!r}")
+        if unhealthy > allowed_left or (budget is not None and self.failed_total > budget):
+            self._say(f"HALTED after the health gate of wave {wave.name!r}. Fix the cause, then: "
+                      f"fleetctl resume {self.run_id}")
+            return "halted"
+        return None
+
+
+def _finish(journal: Journal, run_id: str, action: str, state: str, console: Console,
+            json_path: Path | None) -> int:
+    journal.finish(run_id, state)
+    results = results_of(journal, run_id)
+    report.summary(console, results)
+    if action == "uninstall":
+        console.print("Note: each Mac's asset record, licence and results stay on the Qualys platform; "
+                      "remove them there.")
+    console.print(f"run {run_id}: {state}", markup=False, highlight=False)
+    if json_path:
+        run = journal.run(run_id)
+        report.write_json(json_path, run_id, action, datetime.fromtimestamp(run.started, timezone.utc), results)
+    if state == "halted":
+        return EXIT_HALTED
+    if state == "interrupted":
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED if any(r.status in ("failed", "unreachable") for r in results) else 0
+
+
+def results_of(journal: Journal, run_id: str) -> list[engine.HostResult]:
+    out = []
+    for name, _, state, reason, result in journal.hosts(run_id):
+        if result:
+            steps = [engine.Step(**s) for s in result.pop("steps", [])]
+            out.append(engine.HostResult(**{**result, "steps": steps}))
+        else:
+            out.append(engine.HostResult(name, status="pending" if state in ("pending", "running") else state,
+                                         reason=reason or "not started"))
+    return out
 
 
 def run(playbook_path: Path, inventory_path: Path, limit: str | None, extra: tuple[str, ...], forks: int,
-        accept_new: bool, json_path: Path | None, console: Console,
-        prompt: Callable[[str], str] | None) -> int:
+        accept_new: bool, json_path: Path | None, console: Console, prompt: Callable[[str], str] | None,
+        retry_failed: str | None = None, journal: Journal | None = None) -> int:
+    journal = journal or Journal()
+    if retry_failed:
+        failed = [n for n, _, s, _, _ in journal.hosts(journal.run(retry_failed).id) if s in ("failed", "unreachable")]
+        if not failed:
+            raise UsageError(f"run {retry_failed} has no failed hosts")
+        limit = ",".join(failed) + (f":&{limit}" if limit else "")
     secrets = Secrets(prompt)
-    book, plans = _plans(playbook_path, inventory_path, limit, extra, secrets)
-    run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
-    started = datetime.now(timezone.utc)
-    with report.Live(console, len(plans)) as live:
-        results = engine.run_all(plans, book, secrets, forks, accept_new, live.events())
+    book, inv, plans = _plans(playbook_path, inventory_path, limit, extra, secrets)
+    waves = assign([p.host.name for p in plans], inv.groups, book.waves, book.max_fail)
+    run_id = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
+    journal.start(run_id, book.action, playbook_path, inventory_path, limit, extra, forks,
+                  [(n, i) for i, (_, names) in enumerate(waves) for n in names])
+    console.print(f"run {run_id}: {book.action} on {len(plans)} Macs in {len(waves)} wave(s)", markup=False,
+                  highlight=False)
+    runner = Runner(journal, run_id, book, plans, secrets, forks, accept_new, console)
+    try:
+        state = runner.execute(waves, len(plans), 0)
+    except BaseException:
+        journal.reset_unfinished(run_id)
+        journal.finish(run_id, "interrupted")
+        raise
+    if state != "done":
+        journal.reset_unfinished(run_id)
+    return _finish(journal, run_id, book.action, state, console, json_path)
+
+
+def resume(run_id: str, forks: int | None, accept_new: bool, json_path: Path | None, console: Console,
+           prompt: Callable[[str], str] | None, journal: Journal | None = None) -> int:
+    journal = journal or Journal()
+    record = journal.run(run_id)
+    if record.state == "done":
+        raise UsageError(f"run {run_id} is finished; to try its failed Macs again use "
+                         f"`fleetctl run ... --retry-failed {run_id}`")
+    if record.state == "running":
+        raise UsageError(f"run {run_id} is still running (pid {record.pid})")
+    journal.reset_unfinished(run_id)
+    hosts = journal.hosts(run_id)
+    pending = [n for n, _, s, _, _ in hosts if s not in DONE]  # failed Macs get another go too
+    if not pending:
+        journal.finish(run_id, "done")
+        return _finish(journal, run_id, record.action, "done", console, json_path)
+    secrets = Secrets(prompt)
+    book, inv, plans = _plans(Path(record.playbook), Path(record.inventory), ",".join(pending), record.extra, secrets)
+    spec = {i: w for i, (w, _) in enumerate(assign([n for n, *_ in hosts], inv.groups, book.waves, book.max_fail))}
+    by_wave: dict[int, list[str]] = {}
+    for name, wave, state, _, _ in hosts:
+        by_wave.setdefault(wave, []).append(name)
+    waves = [(spec.get(i, spec[max(spec)]), [n for n in names if n in pending]) for i, names in sorted(by_wave.items())]
+    journal.start(run_id, book.action, Path(record.playbook), Path(record.inventory), record.limit,
+                  tuple(record.extra), forks or record.forks, [(n, 0) for n in pending], resume=True)
+    console.print(f"resuming run {run_id}: {len(pending)} Macs left", markup=False, highlight=False)
+    runner = Runner(journal, run_id, book, plans, secrets, forks or record.forks, accept_new, console)
+    try:
+        state = runner.execute(waves, len(hosts), 0)
+    except BaseException:
+        journal.reset_unfinished(run_id)
+        journal.finish(run_id, "interrupted")
+        raise
+    if state != "done":
+        journal.reset_unfinished(run_id)
+    return _finish(journal, run_id, book.action, state, console, json_path)
+
+
+def list_runs(console: Console, journal: Journal | None = None) -> None:
+    journal = journal or Journal()
+    table = Table(title=f"runs ({journal.path})")
+    for col in ("run", "action", "state", "started", "hosts"):
+        table.add_column(col)
+    for r, counts in journal.runs():
+        started = datetime.fromtimestamp(r.started).strftime("%Y-%m-%d %H:%M")
+        table.add_row(r.id, r.action, r.state, started, ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    console.print(table)
+
+
+def show_report(run_id: str, json_path: Path | None, console: Console, journal: Journal | None = None) -> int:
+    journal = journal or Journal()
+    record = journal.run(run_id)
+    results = results_of(journal, run_id)
     report.summary(console, results)
-    if book.action == "uninstall":
-        console.print("Note: each Mac's asset record, licence and results stay on the Qualys platform; "
-                      "remove them there.")
+    console.print(f"run {run_id}: {record.action}, {record.state}", markup=False, highlight=False)
     if json_path:
-        report.write_json(json_path, run_id, book.action, started, results)
-    return EXIT_FAILED if any(r.status in ("failed", "unreachable") for r in results) else 0
+        report.write_json(json_path, run_id, record.action, datetime.fromtimestamp(record.started, timezone.utc),
+                          results)
+    return 0
