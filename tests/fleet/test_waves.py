@@ -143,3 +143,20 @@ def test_two_runs_on_the_same_macs_are_refused_and_ctrl_c_is_clean(lab, tmp_path
     resumed = fl(env, "resume", rid)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert set(journal_states(lab, rid).values()) == {"ok"}
+
+
+def test_a_wave_waits_for_its_window_then_resume_continues(lab, tmp_path):
+    lab, env = lab
+    playbook = tmp_path / "window.yml"
+    book = {"action": "scan", "scan": {"type": "inv", "timeout": 10},
+            "waves": [{"hosts": 1}, {"hosts": "rest", "not_before": "2099-01-01 22:00"}]}
+    playbook.write_text(yaml.safe_dump(book))
+    first = fl(env, "run", str(playbook), "-i", str(lab.dir / "inventory.yml"))
+    assert first.returncode == 0 and "may not start before 2099-01-01 22:00" in first.stdout, first.stdout
+    rid = run_id(first.stdout)
+    assert list(journal_states(lab, rid).values()).count("pending") == HOSTS - 1
+    assert "waiting" in fl(env, "resume", rid).stdout  # cron can call resume as often as it likes
+    book["waves"][1]["not_before"] = "2000-01-01 00:00"
+    playbook.write_text(yaml.safe_dump(book))
+    assert fl(env, "resume", rid).returncode == 0
+    assert "pending" not in journal_states(lab, rid).values()
