@@ -89,6 +89,21 @@ def test_configure_changes_only_what_differs(rolled_out, tmp_path):
     assert all(again[name]["status"] == "ok" for name in HEALTHY)
 
 
+def test_configure_migrates_the_subscription(rolled_out, tmp_path):
+    lab, env = rolled_out
+    playbook = tmp_path / "migrate.yml"
+    playbook.write_text("action: configure\nsubscription: true\nagent:\n  LogLevel: 4\n")
+    new_customer = "0d9a7c1e-1111-4222-8333-944455566677"
+    moved = {**env, "FLEETCTL_CUSTOMER_ID": new_customer,
+             "FLEETCTL_ACTIVATION_ID": "5e6f7a8b-9c0d-4e1f-8a2b-3c4d5e6f7a8b"}
+    hosts = play(lab, moved, playbook, "--limit", "mac-001")["by_name"]
+    assert hosts["mac-001"]["status"] == "changed"
+    assert hosts["mac-001"]["reason"].startswith("changed: ActivationId, CustomerId")  # ServerUri is the same
+    hostid = (lab.dir / "hosts/mac-001/root/etc/qualys/hostid").read_text().strip()
+    lab.wait_checkin(hostid, customer_id=new_customer)
+    assert play(lab, moved, playbook, "--limit", "mac-001")["by_name"]["mac-001"]["status"] == "ok"
+
+
 def test_on_demand_scans(rolled_out, tmp_path):
     lab, env = rolled_out
     (lab.dir / "hosts/mac-002/root/private/var/fleetlab/interval-scan").write_text("vm\n")

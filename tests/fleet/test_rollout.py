@@ -38,6 +38,7 @@ def fleet(tmp_path_factory):
     lab_dir = tmp_path_factory.mktemp("rolloutlab")
     fleetctl("lab", "up", "--hosts", "20", "--personas", PERSONAS, "--dir", str(lab_dir))
     env = {**os.environ, "FLEETCTL_ACTIVATION_ID": ACTIVATION, "FLEETCTL_CUSTOMER_ID": CUSTOMER,
+           "FLEETCTL_STATE_DIR": str(lab_dir / "state"),
            "FLEETCTL_LAB_SUDO_PASSWORD": (lab_dir / "sudo-password").read_text().strip(),
            "FLEETCTL_LAB_PROXY_PASSWORD": (lab_dir / "proxy-password").read_text().strip()}
     try:
@@ -78,6 +79,11 @@ def test_rollout_then_rerun_is_a_no_op(fleet, tmp_path):
     assert oct(proxy.stat().st_mode & 0o777) == "0o660" and proxy.stat().st_uid == 0
     assert proxy.read_text() == (f"qualys_https_proxy=https://fleetproxy:{env['FLEETCTL_LAB_PROXY_PASSWORD']}@"
                                  f"{lab.inventory['all']['vars']['lab_proxy_url'].split('//')[1]}\n")
+
+    retry = run(inventory, "--retry-failed", report["run_id"], "--json", str(tmp_path / "retry.json"), env=env)
+    retried = {h["name"] for h in json.loads((tmp_path / "retry.json").read_text())["hosts"]}
+    assert retried == {n for n, (s, _) in EXPECTED.items() if s != "changed"}, retry.stdout
+    assert retry.returncode == 3
 
     second = run(inventory, "--json", str(tmp_path / "r2.json"), env=env)
     again = {h["name"]: h for h in json.loads((tmp_path / "r2.json").read_text())["hosts"]}

@@ -15,7 +15,7 @@ import yaml
 from conftest import ACTIVATION, CUSTOMER, FLEETCTL, Lab, fleetctl
 
 ROOT = Path(__file__).resolve().parents[2]
-HOSTS = 12
+HOSTS = 30
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +87,28 @@ def test_canary_failure_halts_then_resume_finishes(lab, tmp_path):
     assert rep.returncode == 0 and len(json.loads((tmp_path / "rep.json").read_text())["hosts"]) == HOSTS
 
 
+def test_upgrade_in_canary_and_three_waves_with_soak(lab, tmp_path):
+    lab, env = lab
+    pkgs = {a: tmp_path / f"{a}.pkg" for a in ("arm64", "x86_64")}
+    for arch, path in pkgs.items():
+        fleetctl("lab", "pkg", "--version", "6.2.0.5", "--arch", arch, "--size-mb", "2", "--out", str(path))
+    playbook = tmp_path / "waves.yml"
+    playbook.write_text(yaml.safe_dump({
+        "action": "upgrade", "max_fail": 0, "failure_budget": 1,
+        "waves": [{"name": "canary", "hosts": 1, "soak": 1}, {"hosts": "20%", "soak": 1},
+                  {"hosts": "40%", "soak": 1}, {"hosts": "rest"}],
+    }))
+    done = fl(env, "run", str(playbook), "-i", str(lab.dir / "inventory.yml"), "--json", str(tmp_path / "w.json"),
+              "-e", f"agent_pkg_arm64={pkgs['arm64']}", "-e", f"agent_pkg_x86_64={pkgs['x86_64']}")
+    assert done.returncode == 0, done.stdout + done.stderr
+    for wave in ("wave 'canary': 1 hosts", "wave 'wave 2': 6 hosts", "wave 'wave 3': 12 hosts", "wave 'wave 4': 11 hosts"):
+        assert wave in done.stdout
+    assert done.stdout.count("soaking 1s") == 3  # no soak after the last wave
+    hosts = json.loads((tmp_path / "w.json").read_text())["hosts"]
+    assert [h["version_after"] for h in hosts] == ["6.2.0.5"] * HOSTS
+    assert all(h["status"] == "changed" for h in hosts)
+
+
 def test_sigkill_then_resume_upgrades_exactly_once(lab, tmp_path):
     lab, env = lab
     pkgs = {a: tmp_path / f"{a}.pkg" for a in ("arm64", "x86_64")}
@@ -94,6 +116,8 @@ def test_sigkill_then_resume_upgrades_exactly_once(lab, tmp_path):
         fleetctl("lab", "pkg", "--version", "6.2.0.7", "--arch", arch, "--size-mb", "8", "--out", str(path))
     args = ["run", str(ROOT / "playbooks/upgrade-wave.yml"), "-i", str(lab.dir / "inventory.yml"), "--forks", "2",
             "-e", f"agent_pkg_arm64={pkgs['arm64']}", "-e", f"agent_pkg_x86_64={pkgs['x86_64']}"]
+    before = {i: lab.mac(f"mac-{i:03d}").count("qagent_upgrade.sh") for i in range(1, HOSTS + 1)}
+    t0 = time.time()
     proc = subprocess.Popen([str(FLEETCTL), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     db = lab.dir / "state" / "journal.db"
     deadline = time.monotonic() + 120
@@ -103,7 +127,7 @@ def test_sigkill_then_resume_upgrades_exactly_once(lab, tmp_path):
         try:
             rows = sqlite3.connect(db).execute(
                 "SELECT run_id, COUNT(*) FROM hosts WHERE status = 'changed' AND run_id = "
-                "(SELECT id FROM runs WHERE action = 'upgrade' ORDER BY started DESC LIMIT 1)").fetchone()
+                "(SELECT id FROM runs WHERE started >= ? ORDER BY started DESC LIMIT 1)", (t0,)).fetchone()
         except sqlite3.Error:
             continue
         if rows and rows[1] >= 3:
@@ -117,7 +141,7 @@ def test_sigkill_then_resume_upgrades_exactly_once(lab, tmp_path):
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     for i in range(1, HOSTS + 1):
         mac = lab.mac(f"mac-{i:03d}")
-        assert mac.count("qagent_upgrade.sh") == 1, mac.name
+        assert mac.count("qagent_upgrade.sh") == before[i] + 1, mac.name
         assert "version: 6.2.0.7" in mac.ok("pkgutil --pkg-info com.qualys.cloud-agent")
 
 
