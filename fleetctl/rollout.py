@@ -109,15 +109,16 @@ class Runner:
             pending = [n for n in names if n in self.plans]
             if not pending:
                 continue
-            if wave.not_before and datetime.now() < wave.not_before:
-                self._say(f"wave {wave.name!r} may not start before {wave.not_before:%Y-%m-%d %H:%M}; run is waiting. "
-                          f"Continue with: fleetctl resume {self.run_id}")
+            closed = wave.closed(datetime.now())
+            if closed:
+                self._say(f"wave {wave.name!r} {closed}; run is waiting. Continue with: fleetctl resume {self.run_id}")
                 return "waiting"
             allowed = wave.max_fail.of(len(names)) if wave.max_fail else len(names)
             if len(waves) > 1 or wave.max_fail:
                 self._say(f"wave {wave.name!r}: {len(pending)} hosts (may fail: {allowed})")
             wave_failed = 0
             started = datetime.now(timezone.utc)
+            window_closed = threading.Event()
 
             def done(result: engine.HostResult, _live_done=None) -> None:
                 nonlocal wave_failed
@@ -129,6 +130,9 @@ class Runner:
                     self.failed_total += 1
                     if wave_failed > allowed or (budget is not None and self.failed_total > budget):
                         self.stop.set()
+                if wave.window and wave.closed(datetime.now()):  # the window closed: start no more Macs
+                    window_closed.set()
+                    self.stop.set()
 
             with report.Live(self.console, len(pending)) as live:
                 events = live.events()
@@ -138,6 +142,10 @@ class Runner:
                 events.step = lambda h, s: (self.journal.step(self.run_id, h, s), step(h, s))
                 results = engine.run_all([self.plans[n] for n in pending], self.book, self.secrets, self.forks,
                                          self.accept_new, events, self.stop, self.abort, self._interrupted)
+            if window_closed.is_set() and not self.abort.is_set() and wave_failed <= allowed:
+                self._say(f"wave {wave.name!r}: its window closed; run is waiting. Continue with: "
+                          f"fleetctl resume {self.run_id}")
+                return "waiting"
             if self.abort.is_set() or (self.stop.is_set() and not (wave_failed > allowed or
                                        (budget is not None and self.failed_total > budget))):
                 return "interrupted"

@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, time
 from pathlib import Path
 from typing import Any
 
 from fleetctl.errors import UsageError
 
-WAVE_KEYS = {"name", "hosts", "group", "soak", "not_before", "max_fail"}
+WAVE_KEYS = {"name", "hosts", "group", "soak", "not_before", "window", "max_fail"}
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,19 @@ class Wave:
     soak_s: int
     not_before: datetime | None
     max_fail: Limit | None  # None: no limit
+    window: tuple[time, time] | None = None  # daily maintenance window, controller local time
+
+    def closed(self, now: datetime) -> str | None:
+        """Why the wave may not start (or go on) at NOW, or None."""
+        if self.not_before and now < self.not_before:
+            return f"may not start before {self.not_before:%Y-%m-%d %H:%M}"
+        if self.window:
+            start, end = self.window
+            t = now.time()
+            inside = start <= t < end if start <= end else (t >= start or t < end)
+            if not inside:
+                return f"runs only between {start:%H:%M} and {end:%H:%M}"
+        return None
 
 
 def parse_limit(value: Any, where: str, what: str) -> Limit:
@@ -60,6 +73,13 @@ def parse_time(value: Any, where: str) -> datetime:
         except ValueError:
             pass
     raise UsageError(f"{where}: not_before must be a local time like '2026-12-01 22:00'")
+
+
+def parse_window(value: Any, where: str) -> tuple[time, time]:
+    match = re.fullmatch(r"(\d\d?):(\d\d)\s*-\s*(\d\d?):(\d\d)", str(value).strip())
+    if not match or int(match[1]) > 23 or int(match[3]) > 23 or int(match[2]) > 59 or int(match[4]) > 59:
+        raise UsageError(f"{where}: window must be a daily time range like '22:00-06:00'")
+    return time(int(match[1]), int(match[2])), time(int(match[3]), int(match[4]))
 
 
 def parse(path: Path, data: dict) -> tuple[list[Wave], Limit | None, Limit | None]:
@@ -90,6 +110,7 @@ def parse(path: Path, data: dict) -> tuple[list[Wave], Limit | None, Limit | Non
             soak_s=parse_duration(item.get("soak", 0), where),
             not_before=parse_time(item["not_before"], where) if item.get("not_before") else None,
             max_fail=parse_limit(item["max_fail"], where, "max_fail") if "max_fail" in item else max_fail,
+            window=parse_window(item["window"], where) if item.get("window") else None,
         ))
     return waves, max_fail, budget
 

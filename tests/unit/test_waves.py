@@ -54,3 +54,20 @@ def test_waves_from_a_playbook(tmp_path: Path):
     assert canary.name == "canary" and canary.max_fail == Limit(percent=10.0)
     assert second.soak_s == 600 and second.max_fail == Limit(count=1) and second.not_before.hour == 22
     assert book.failure_budget == Limit(count=3)
+
+
+def test_windows_and_not_before():
+    from datetime import datetime, time
+
+    from fleetctl.waves import parse_window
+
+    night = Wave("w", None, None, 0, None, None, parse_window("22:00-06:00", "f:1"))
+    assert night.window == (time(22, 0), time(6, 0))
+    assert night.closed(datetime(2026, 1, 1, 23, 30)) is None
+    assert night.closed(datetime(2026, 1, 1, 5, 59)) is None
+    assert "between 22:00 and 06:00" in night.closed(datetime(2026, 1, 1, 12, 0))
+    day = Wave("w", None, None, 0, datetime(2026, 1, 2), None, parse_window("9:00-17:30", "f:1"))
+    assert "before 2026-01-02" in day.closed(datetime(2026, 1, 1, 10, 0))
+    assert day.closed(datetime(2026, 1, 2, 10, 0)) is None
+    with pytest.raises(UsageError, match="window must be"):
+        parse_window("25:00-06:00", "f:1")
