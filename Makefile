@@ -3,7 +3,10 @@ APT_PACKAGES := openssh-server sudo tinyproxy curl python3 iproute2 openssl
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install test unit fleet demo lab-down clean
+BENCH_VENV := .venv-bench
+PEERS := ansible-core==2.19.14 pyinfra==3.10.0
+
+.PHONY: install test unit fleet demo bench lab-down clean
 
 install: $(VENV)/.installed
 
@@ -39,8 +42,17 @@ demo: install
 		--json .fleetlab/report.json || test $$? -eq 3
 	@echo "JSON report: .fleetlab/report.json; run it again to see every healthy Mac 'ok' with nothing uploaded"
 
+# The peers live in their own venv: pyinfra pins an older paramiko than fleetctl uses.
+$(BENCH_VENV)/.installed:
+	python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install -q $(PEERS)
+	touch $@
+
+bench: install $(BENCH_VENV)/.installed
+	$(PY) -m bench.rollout --hosts 50 --pkg-mb 40 --peers-bin $(BENCH_VENV)/bin --json bench/last-run.json
+
 lab-down:
 	-$(VENV)/bin/fleetctl lab down
 
 clean: lab-down
-	rm -rf $(VENV) .fleetlab
+	rm -rf $(VENV) $(BENCH_VENV) .fleetlab
