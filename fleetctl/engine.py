@@ -104,29 +104,42 @@ class HostRun:
         p, h, r = self.plan, self.plan.host, self.result
         self.events.step(h.name, "connect")
         self.conn = ssh.Connection(h.address, h.port, h.user, h.key_file, p.known_hosts, self.accept_new)
-        needs_pod = self.action in ("install", "upgrade") or (self.action == "configure" and p.pod_url)
-        f = facts.parse(self._step("facts", render.render(
-            "facts", package_id=agent.PACKAGE_ID, staged=[p.staged(k) for k in p.packages.values()], group=p.group,
-            routes=p.routes if needs_pod else [], pod_url=p.pod_url)).out)
-        r.arch, r.macos = facts.first(f, "arch") or None, facts.first(f, "macos") or None
-        r.version_before = r.version_after = facts.first(f, "agent_version") or None
-        self._privilege(f)
-        state = facts.parse(self._step("state", render.render(
-            "state", label=agent.LABEL, hostid_path=p.hostid_path, applied_file=APPLIED_FILE), privileged=True).out)
+        probe = facts.parse(self._step("probe", render.render(
+            "probe", package_id=agent.PACKAGE_ID, label=agent.LABEL, hostid_path=p.hostid_path,
+            applied_file=APPLIED_FILE)).out)
+        r.arch, r.macos = facts.first(probe, "arch") or None, facts.first(probe, "macos") or None
+        r.version_before = r.version_after = facts.first(probe, "agent_version") or None
+        self.since = facts.first(probe, "now")
+        self._privilege(probe)
+        state = probe
+        if self.mode == ssh.SUDO_PASSWORD:  # sudo -n could not read the root-only state
+            state = facts.parse(self._step("state", render.render(
+                "state", label=agent.LABEL, hostid_path=p.hostid_path, applied_file=APPLIED_FILE),
+                privileged=True).out)
         applied = dict(line.partition("=")[::2] for line in state.get("applied", []))
-        getattr(self, f"_{self.action}")(f, state, applied)
+        getattr(self, f"_{self.action}")(state, applied)
 
-    def _install(self, f: dict, state: dict, applied: dict) -> None:
+    def _preflight(self, pkg, needs_pod: bool) -> dict:
+        """Second round trip, only for a Mac that is about to change: the spec's requirements."""
+        p = self.plan
+        f = facts.parse(self._step("preflight", render.render(
+            "preflight", staged=[p.staged(k) for k in p.packages.values()], group=p.group,
+            routes=p.routes if needs_pod else [], pod_url=p.pod_url)).out)
+        self._requirements(f, pkg, needs_pod)
+        return f
+
+    def _install(self, state: dict, applied: dict) -> None:
         p, r = self.plan, self.result
         pkg = p.packages.get(r.arch or "")
-        self._requirements(f, pkg, needs_pod=True)
+        if pkg is None:
+            raise HostFailed(f"no package for {r.arch}: set agent_pkg_{r.arch}")
         need_install = not r.version_before or _version(r.version_before) < _version(pkg.version)
         need_config = need_install or applied.get("fingerprint") != p.fingerprint or facts.first(state, "hostid") != "1"
         keep = "" if need_install or r.version_before == pkg.version else f"keeps newer {r.version_before}"
         if not need_install and not need_config and facts.first(state, "daemon_pid"):
             r.status, r.reason = "ok", keep or None
             return
-        since = facts.first(f, "now")
+        f = self._preflight(pkg, needs_pod=True)
         if need_install:
             self._upload_if_needed(f, pkg)
             res = self._step("install", render.render("install", work_dir=WORK_DIR, staged=p.staged(pkg),
@@ -134,10 +147,10 @@ class HostRun:
             if res.rc != 0:
                 raise HostFailed(self.mask(facts.installer_failure(res.out + res.err)))
         self._configure_step(p.options, p.proxy_content, p.ca_bundle, p.marker(p.digests, p.fingerprint))
-        self._verify(pkg.version if need_install else r.version_before, since, wait_checkin=True)
+        self._verify(pkg.version if need_install else r.version_before, self.since, wait_checkin=True)
         r.status, r.reason = "changed", keep or None
 
-    def _upgrade(self, f: dict, state: dict, applied: dict) -> None:
+    def _upgrade(self, state: dict, applied: dict) -> None:
         p, r = self.plan, self.result
         pkg = p.packages.get(r.arch or "")
         if not r.version_before:
@@ -145,18 +158,17 @@ class HostRun:
         if _version(r.version_before) >= _version(pkg.version if pkg else "0"):
             r.status, r.reason = "ok", f"already at {r.version_before}"
             return
-        self._requirements(f, pkg, needs_pod=bool(p.pod_url))
-        since = facts.first(f, "now")
+        f = self._preflight(pkg, needs_pod=bool(p.pod_url))
         self._upload_if_needed(f, pkg)
         res = self._step("upgrade", render.render("upgrade", work_dir=WORK_DIR, staged=p.staged(pkg),
                                                   sha256=pkg.sha256, app_bin=agent.APP_BIN), privileged=True,
                          check=False)
         if res.rc != 0:
             raise HostFailed(self.mask(facts.installer_failure(res.out + res.err)))
-        self._verify(pkg.version, since, wait_checkin=facts.first(state, "hostid") == "1")
+        self._verify(pkg.version, self.since, wait_checkin=facts.first(state, "hostid") == "1")
         r.status = "changed"
 
-    def _uninstall(self, f: dict, state: dict, applied: dict) -> None:
+    def _uninstall(self, state: dict, applied: dict) -> None:
         r = self.result
         if not r.version_before and not facts.first(state, "daemon_pid"):
             r.status, r.reason = "ok", "agent already absent"
@@ -170,25 +182,24 @@ class HostRun:
             raise HostFailed(f"uninstall left behind: {', '.join(left)}")
         r.status, r.version_after = "changed", None
 
-    def _configure(self, f: dict, state: dict, applied: dict) -> None:
+    def _configure(self, state: dict, applied: dict) -> None:
         p, r = self.plan, self.result
         if not r.version_before:
             raise HostFailed("the agent is not installed; roll it out with action install", status="skipped")
-        self._requirements(f, None, needs_pod=bool(p.pod_url))
         changed = {k for k, d in p.digests.items() if applied.get(k) != d}
         if not changed:
             r.status = "ok"
             return
-        since = facts.first(f, "now")
+        self._preflight(None, needs_pod=bool(p.pod_url))
         options = [o for o in p.options if o.partition("=")[0] in changed]
         self._configure_step(options, p.proxy_content if "proxy" in changed else None,
                              p.ca_bundle if "ca_bundle" in changed else None,
                              p.marker({**applied, **p.digests}, applied.get("fingerprint", "")))
-        self._verify(r.version_before, since, wait_checkin=False,
+        self._verify(r.version_before, self.since, wait_checkin=False,
                      expect=f"Configuration updated" if options and p.check_in_logged else None)
         r.status, r.reason = "changed", "changed: " + ", ".join(sorted(changed))
 
-    def _scan(self, f: dict, state: dict, applied: dict) -> None:
+    def _scan(self, state: dict, applied: dict) -> None:
         p, r = self.plan, self.result
         if not r.version_before:
             raise HostFailed("the agent is not installed", status="skipped")
@@ -243,8 +254,6 @@ class HostRun:
         p, r = self.plan, self.result
         if r.arch not in ("arm64", "x86_64"):
             raise HostFailed(f"not a Mac we know: uname -m says {r.arch!r}")
-        if p.packages and pkg is None:
-            raise HostFailed(f"no package for {r.arch}: set agent_pkg_{r.arch}")
         memory = facts.number(f, "memsize")
         if memory is not None and memory < agent.MIN_MEMORY:
             raise HostFailed(f"memory {memory >> 20} MB is below the agent's 512 MB minimum")

@@ -45,9 +45,11 @@ def default_name(version: str, arch: str) -> str:
 
 
 def _wrapper(command: str) -> bytes:
+    """Import (not run) qagent.py, so Python caches its bytecode after the first call."""
     return (
         "#!/bin/sh\n"
-        f'exec /usr/bin/python3 -S "/{APP}/Resources/qagent.py" {command} "$@"\n'
+        f"exec /usr/bin/python3 -S -c 'import sys; sys.path.insert(0, \"/{APP}/Resources\"); "
+        f"import qagent; qagent.main(sys.argv[1:])' {command} \"$@\"\n"
     ).encode()
 
 

@@ -136,6 +136,6 @@ def test_uninstall_sweep_leaves_no_agent_artefact(rolled_out):
             mac.ok(f"sudo test ! -e '{path}'")
         assert mac.run("pkgutil --pkg-info com.qualys.cloud-agent").returncode == 1
         assert mac.run("sudo launchctl list com.qualys.cloud-agent").returncode == 113
-        assert "qagent.py daemon" not in mac.ok("ps -eo args")
+        assert "qagent" not in mac.ok("ps -eo args")
     again = play(lab, env, ROOT / "playbooks/uninstall-sweep.yml")["by_name"]
     assert all(h["status"] == "ok" for h in again.values())

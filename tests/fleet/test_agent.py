@@ -188,7 +188,7 @@ def test_upgrade_restart_and_uninstall(lab: Lab, tmp_path):
         mac.ok(f"test ! -e '{path}'")
     assert mac.run("pkgutil --pkg-info com.qualys.cloud-agent").returncode == 1
     assert mac.run("sudo launchctl print system/com.qualys.cloud-agent").returncode == 113
-    assert "qagent.py daemon" not in mac.ok("ps -eo args")
+    assert "qagent" not in mac.ok("ps -eo args")
 
 
 def test_on_demand_scans(lab: Lab):

@@ -485,11 +485,15 @@ SCRIPT_NAMES = {"configure": "qualys-cloud-agent.sh", "upgrade": "qagent_upgrade
                 "uninstall": "qagent_uninstall.sh", "ctl": "cloudagentctl.sh", "daemon": "qualys-cloud-agent",
                 "string-util": "string-util"}
 
-if __name__ == "__main__":
-    command = sys.argv[1]
+def main(argv: list) -> None:
+    command = argv[0]
     count(SCRIPT_NAMES[command])
     try:
-        COMMANDS[command](sys.argv[2:])
+        COMMANDS[command](argv[1:])
     except Invalid as e:
         print(e, file=sys.stderr)
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

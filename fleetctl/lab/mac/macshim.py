@@ -7,21 +7,12 @@ invocation is counted in /private/var/fleetlab/counts/<command> so tests can ass
 Stdlib only: this runs with the Mac's /usr/bin/python3.
 """
 import fcntl
-import gzip
-import io
 import json
 import os
-import plistlib
-import signal
-import subprocess
 import sys
-import tempfile
-import time
-import uuid
 
-sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
-import cpio  # noqa: E402  (copied beside this file by the lab)
-import xar  # noqa: E402
+# Heavier modules are imported inside the commands that need them: every shim call pays
+# Python's start-up, and fleetctl's checks call several of them per Mac.
 
 LAB = "/private/var/fleetlab"
 RECEIPTS = "/private/var/db/receipts"
@@ -118,6 +109,8 @@ def df(args: list) -> None:
 
 
 def system_profiler(args: list) -> None:
+    import uuid
+
     f = facts()
     hw_uuid = str(uuid.uuid5(uuid.NAMESPACE_DNS, f["name"] + ".fleetlab")).upper()
     chip = "Chip: Apple M2 Pro" if f["arch"] == "arm64" else "Processor Name: 8-Core Intel Core i9"
@@ -165,6 +158,8 @@ def dscl(args: list) -> None:
 # ---- pkgutil and installer: receipts and packages ----
 
 def receipt(pkg_id: str):
+    import plistlib
+
     try:
         with open(f"{RECEIPTS}/{pkg_id}.plist", "rb") as f:
             return plistlib.load(f)
@@ -202,6 +197,16 @@ def pkgutil(args: list) -> None:
 
 
 def installer(args: list) -> None:
+    import gzip
+    import io
+    import plistlib
+    import subprocess
+    import tempfile
+    import time
+
+    import cpio  # copied beside this file by the lab
+    import xar
+
     opts, i = {}, 0
     while i < len(args):
         if args[i] in ("-pkg", "-target", "-package", "-tgt") and i + 1 < len(args):
@@ -294,6 +299,9 @@ def _last_exit(label: str) -> int:
 
 
 def _load(plist_path: str) -> None:
+    import plistlib
+    import subprocess
+
     with open(plist_path, "rb") as f:
         plist = plistlib.load(f)
     label = plist["Label"]
@@ -313,6 +321,9 @@ def _load(plist_path: str) -> None:
 
 
 def _stop(label: str) -> bool:
+    import signal
+    import time
+
     job = _job(label)
     if job is None:
         return False
@@ -331,6 +342,8 @@ def _stop(label: str) -> bool:
 
 def _label_of(target: str) -> str:
     if target.endswith(".plist"):
+        import plistlib
+
         with open(target, "rb") as f:
             return plistlib.load(f)["Label"]
     return target.split("/", 1)[-1]
@@ -411,6 +424,9 @@ DROP_AFTER_BYTES = 1 << 20
 
 def fleetlab_session(args: list) -> None:
     """Run the client's command, but kill the SSH session once it has sent 1 MiB of input."""
+    import signal
+    import subprocess
+
     command = os.environ.get("SSH_ORIGINAL_COMMAND")
     argv = ["/bin/bash", "-c", command] if command else ["/bin/bash", "-l"]
     child = subprocess.Popen(argv, stdin=subprocess.PIPE)
@@ -435,10 +451,14 @@ COMMANDS = {
     "pkgutil": pkgutil, "installer": installer, "dscl": dscl, "launchctl": launchctl, "fleetlab-session": fleetlab_session,
 }
 
-if __name__ == "__main__":
+def main() -> None:
     name = os.path.basename(sys.argv[0])
     count(name)
     try:
         COMMANDS[name](sys.argv[1:])
     except BrokenPipeError:
         sys.exit(141)
+
+
+if __name__ == "__main__":
+    main()
