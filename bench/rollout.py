@@ -56,9 +56,9 @@ def ok_hosts(lab: Path) -> int:
 
 
 def command(tool: str, work: Path, lab: Path, inventory: dict, pkgs: dict, forks: int, peers_bin: Path) -> list[str]:
-    if tool == "fleetctl":
+    if tool == "fleetctl":  # its own default --forks (50): bounded concurrency is part of the design
         return [FLEETCTL, "run", str(ROOT / "playbooks/rollout.yml"), "-i", str(lab / "inventory.yml"),
-                "--forks", str(forks), "-e", f"agent_pkg_arm64={pkgs['arm64']}", "-e", f"agent_pkg_x86_64={pkgs['x86_64']}"]
+                "-e", f"agent_pkg_arm64={pkgs['arm64']}", "-e", f"agent_pkg_x86_64={pkgs['x86_64']}"]
     return getattr(peers, tool)(work / tool, inventory, pkgs, IDS, forks, peers_bin)
 
 
@@ -104,7 +104,7 @@ def compare(args, work: Path) -> dict:
             result["noop"][tool] = {"wall_s": round(noop.wall_s, 2), "bytes_sent": noop_sent}
             print(f"{tool}: {result['tools'][tool]} noop {result['noop'][tool]}", file=sys.stderr)
             if tool in ("fleetctl", "ansible"):
-                status_argv = ([FLEETCTL, "status", "-i", str(lab / "inventory.yml"), "--forks", str(args.hosts)]
+                status_argv = ([FLEETCTL, "status", "-i", str(lab / "inventory.yml")]
                                if tool == "fleetctl" else
                                [str(args.peers_bin / "ansible-playbook"), str(work / "ansible" / "status.yml")])
                 sweep, _ = timed(tool, status_argv, env, lab)
