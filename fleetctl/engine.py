@@ -94,8 +94,9 @@ class HostRun:
         except Exception as e:  # a bug must not hide the other hosts' results
             self.result.status, self.result.reason = "failed", self.mask(f"internal error: {type(e).__name__}: {e}")
         finally:
-            if self.conn:
+            if self.conn:  # drop it too: a finished Mac must not keep its SSH buffers alive
                 self.conn.close()
+                self.conn = None
         self.result.duration_s = round(time.monotonic() - started, 3)
         self.events.done(self.result)
         return self.result
