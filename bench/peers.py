@@ -58,7 +58,7 @@ ssh_args = -o ControlMaster=auto -o ControlPersist=120s -o UserKnownHostsFile={v
       command: pkgutil --pkg-info com.qualys.cloud-agent
       changed_when: false
 """)
-    (work / "status.yml").write_text(f"""- hosts: all
+    (work / "status.yml").write_text("""- hosts: all
   gather_facts: false
   become: true
   tasks:

@@ -9,7 +9,6 @@ import time
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 from fleetctl import agent, agentlog, facts, render, ssh
@@ -197,7 +196,7 @@ class HostRun:
                              p.ca_bundle if "ca_bundle" in changed else None,
                              p.marker({**applied, **p.digests}, applied.get("fingerprint", "")))
         self._verify(r.version_before, self.since, wait_checkin=False,
-                     expect=f"Configuration updated" if options and p.check_in_logged else None)
+                     expect="Configuration updated" if options and p.check_in_logged else None)
         r.status, r.reason = "changed", "changed: " + ", ".join(sorted(changed))
 
     def _scan(self, state: dict, applied: dict) -> None:
@@ -225,7 +224,6 @@ class HostRun:
             raise HostFailed(f"scan {control}: nothing in the agent log within {self.scan[2]}s (timed out)")
 
     def _configure_step(self, options: list[str], proxy: str | None, ca: str | None, marker: str) -> None:
-        p = self.plan
         self._step("configure", render.render(
             "configure", proxy_content=proxy, config_dir=agent.CONFIG_DIR, proxy_file=agent.PROXY_FILE,
             ca_bundle=ca, ca_bundle_path=agent.CA_BUNDLE, tool_paths=agent.TOOL_PATHS, options=options,

@@ -120,7 +120,10 @@ class Runner:
             started = datetime.now(timezone.utc)
             window_closed = threading.Event()
 
-            def done(result: engine.HostResult, _live_done=None) -> None:
+            def over() -> bool:
+                return wave_failed > allowed or (budget is not None and self.failed_total > budget)
+
+            def done(result: engine.HostResult) -> None:
                 nonlocal wave_failed
                 if result.status == "pending":
                     return
@@ -128,7 +131,7 @@ class Runner:
                 if result.status in ("failed", "unreachable"):
                     wave_failed += 1
                     self.failed_total += 1
-                    if wave_failed > allowed or (budget is not None and self.failed_total > budget):
+                    if over():
                         self.stop.set()
                 if wave.window and wave.closed(datetime.now()):  # the window closed: start no more Macs
                     window_closed.set()
@@ -142,14 +145,13 @@ class Runner:
                 events.step = lambda h, s: (self.journal.step(self.run_id, h, s), step(h, s))
                 results = engine.run_all([self.plans[n] for n in pending], self.book, self.secrets, self.forks,
                                          self.accept_new, events, self.stop, self.abort, self._interrupted)
-            if window_closed.is_set() and not self.abort.is_set() and wave_failed <= allowed:
+            if window_closed.is_set() and not self.abort.is_set() and not over():
                 self._say(f"wave {wave.name!r}: its window closed; run is waiting. Continue with: "
                           f"fleetctl resume {self.run_id}")
                 return "waiting"
-            if self.abort.is_set() or (self.stop.is_set() and not (wave_failed > allowed or
-                                       (budget is not None and self.failed_total > budget))):
+            if self.abort.is_set() or (self.stop.is_set() and not over()):
                 return "interrupted"
-            if wave_failed > allowed or (budget is not None and self.failed_total > budget):
+            if over():
                 self._say(f"HALTED in wave {wave.name!r}: {wave_failed} failed (allowed {allowed})"
                           + (f", {self.failed_total} in the run (budget {budget})" if budget is not None else "")
                           + f". Fix the cause, then: fleetctl resume {self.run_id}")

@@ -1,6 +1,5 @@
 """The simulated agent, installed from the lab package, behaves as the spec says."""
 import re
-import subprocess
 
 import pytest
 

@@ -149,7 +149,7 @@ def dscl(args: list) -> None:
         else:
             raise KeyError(kind)
     except KeyError:
-        fail(f"<dscl_cmd> DS Error: -14136 (eDSRecordNotFound)", 56)
+        fail("<dscl_cmd> DS Error: -14136 (eDSRecordNotFound)", 56)
     for key in args[3:] or list(record):
         if key in record:
             print(f"{key}: {record[key]}")
@@ -359,14 +359,14 @@ def launchctl(args: list) -> None:
         for plist in [r for r in rest if r != "system"]:
             try:
                 _load(plist)
-            except (OSError, KeyError, plistlib.InvalidFileException) as e:
+            except (OSError, KeyError, ValueError) as e:  # ValueError: not a plist
                 fail(f"Load failed: 5: Input/output error ({e})", 5)
     elif command in ("unload", "bootout"):
         for target in [r for r in rest if r != "system"]:
             try:
                 label = _label_of(target)
             except OSError:
-                fail(f"Unload failed: 2: No such file or directory", 2)
+                fail("Unload failed: 2: No such file or directory", 2)
             if not _stop(label):
                 fail(f"Boot-out failed: {UNKNOWN_SERVICE}: Could not find specified service", UNKNOWN_SERVICE)
     elif command == "kickstart":
