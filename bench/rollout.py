@@ -142,6 +142,25 @@ def scale(args, work: Path) -> dict:
     return {"pkg_mb": args.pkg_mb, "scale": curve}
 
 
+def table(result: dict) -> str:
+    """The comparison as the plain-text table BENCHMARKS.md keeps."""
+    if "scale" in result:
+        rows = ["| Macs | wall s | CPU s | CPU ms/Mac | peak RSS MB | no-op s | ok |", "|---|---|---|---|---|---|---|"]
+        rows += [f"| {p['hosts']} | {p['wall_s']} | {p['cpu_s']} | {p['cpu_ms_per_host']} | {p['peak_rss_mb']} | "
+                 f"{p['noop_wall_s']} | {p['ok_hosts']} |" for p in result["scale"]]
+        return "\n".join(rows)
+    rows = ["| tool | wall s | CPU s | peak RSS MB | MB sent | ok | wall vs fleetctl | no-op s | no-op MB |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for tool, m in result["tools"].items():
+        ratio = result.get("ratios_to_fleetctl", {}).get(tool, {}).get("wall_s")
+        noop = result["noop"].get(tool, {})
+        rows.append(f"| {tool} | {m['wall_s']} | {m['cpu_s']} | {m['peak_rss_mb']} | {m['bytes_sent'] / 1e6:.1f} | "
+                    f"{m['ok_hosts']} | {ratio} | {noop.get('wall_s')} | {noop.get('bytes_sent', 0) / 1e6:.2f} |")
+    for tool, m in result.get("status", {}).items():
+        rows.append(f"\nstatus sweep, {tool}: {m['wall_s']} s wall, {m['cpu_s']} s CPU")
+    return "\n".join(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hosts", type=int, default=50)
@@ -154,7 +173,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="fleetbench-") as tmp:
         result = scale(args, Path(tmp)) if args.scale else compare(args, Path(tmp))
-    print(json.dumps(result, indent=1))
+    print(table(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
 
