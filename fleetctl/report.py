@@ -43,10 +43,9 @@ class Live:
                 self.running.add(host)
                 self._refresh()
 
-        def sent(n: int) -> None:
+        def sent(n: int) -> None:  # called per upload chunk: count only; the display catches up
             with self.lock:
                 self.bytes += n
-                self._refresh()
 
         def done(result: HostResult) -> None:
             with self.lock:

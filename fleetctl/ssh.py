@@ -34,6 +34,13 @@ class Result:
     err: str
 
 
+class _Transport(paramiko.Transport):
+    """AES-GCM first (every supported macOS offers it): it needs no separate HMAC per packet,
+    which paramiko computes in Python and which showed up in profiles of large uploads."""
+
+    _preferred_ciphers = tuple(sorted(paramiko.Transport._preferred_ciphers, key=lambda c: "gcm" not in c))
+
+
 class _AcceptNew(paramiko.MissingHostKeyPolicy):
     """--accept-new-hostkeys: remember a first-seen key; a changed key still refuses (paramiko)."""
 
@@ -69,7 +76,7 @@ class Connection:
             self.client.connect(
                 address, port=port, username=user, key_filename=key_file, timeout=timeout, sock=sock,
                 banner_timeout=timeout, auth_timeout=timeout, look_for_keys=key_file is None,
-                allow_agent=True,
+                allow_agent=True, transport_factory=_Transport,
             )
         except paramiko.BadHostKeyException:
             raise Unreachable(f"host key for {address} has CHANGED (not the one in {known_hosts}); "
