@@ -5,6 +5,7 @@ content. Everything here is checked before any Mac is contacted.
 """
 from __future__ import annotations
 
+import os
 import re
 import urllib.parse
 from dataclasses import dataclass
@@ -24,6 +25,13 @@ LOG_FILE = "/var/log/qualys/qualys-cloud-agent.log"
 LABEL = "com.qualys.cloud-agent"
 PACKAGE_ID = "com.qualys.cloud-agent"
 MIN_MEMORY = 512 << 20
+
+
+def hostid_path(search_dir: str) -> str:
+    """The configuration tool appends qualys/hostid to HostIdSearchDir."""
+    return os.path.join(search_dir, "qualys", "hostid")
+
+
 MIN_DISK_KB = 100 * 1024
 MAX_PROXIES = 5
 

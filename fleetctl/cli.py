@@ -14,6 +14,11 @@ from fleetctl.errors import FleetError
 err = Console(stderr=True)
 
 
+def _prompt():
+    """Ask for a missing secret only when someone is at the keyboard (never in cron or CI)."""
+    return (lambda text: click.prompt(text, hide_input=True)) if sys.stdin.isatty() else None
+
+
 def _out() -> Console:
     """Pipes and CI logs get wide lines instead of 80-column wrapping."""
     return Console() if sys.stdout.isatty() else Console(width=160)
@@ -149,9 +154,8 @@ def run_cmd(playbook_path: Path, inventory_path: Path, limit: str | None, extra:
     """
     from fleetctl import rollout
 
-    prompt = (lambda text: click.prompt(text, hide_input=True)) if sys.stdin.isatty() else None
     code = rollout.run(playbook_path, inventory_path, limit, extra, forks, accept_new_hostkeys, json_path,
-                       _out(), prompt, retry_failed)
+                       _out(), _prompt(), retry_failed)
     sys.exit(code)
 
 
@@ -171,8 +175,7 @@ def resume_cmd(run_id: str, forks: int | None, accept_new_hostkeys: bool, json_p
     """
     from fleetctl import rollout
 
-    prompt = (lambda text: click.prompt(text, hide_input=True)) if sys.stdin.isatty() else None
-    sys.exit(rollout.resume(run_id, forks, accept_new_hostkeys, json_path, _out(), prompt))
+    sys.exit(rollout.resume(run_id, forks, accept_new_hostkeys, json_path, _out(), _prompt()))
 
 
 @cli.command("runs")
@@ -221,8 +224,7 @@ def status_cmd(inventory_path: Path, limit: str | None, since: str, forks: int, 
 
     since_value = status.parse_since(since)
     hosts = status.select(inventory_path, limit)
-    prompt = (lambda text: click.prompt(text, hide_input=True)) if sys.stdin.isatty() else None
-    results = status.sweep(hosts, status.collect_secrets(hosts, prompt), since_value, forks, accept_new_hostkeys)
+    results = status.sweep(hosts, status.collect_secrets(hosts, _prompt()), since_value, forks, accept_new_hostkeys)
     status.show(_out(), results, since)
     if json_path:
         json_path.write_text(json.dumps(status.as_json(results, since), indent=1) + "\n")
@@ -246,8 +248,7 @@ def logs_cmd(hosts: tuple[str, ...], inventory_path: Path, since: str, level: st
     from fleetctl import status
 
     selected = status.select(inventory_path, ",".join(hosts))
-    prompt = (lambda text: click.prompt(text, hide_input=True)) if sys.stdin.isatty() else None
-    sys.exit(status.logs(selected, status.collect_secrets(selected, prompt), status.parse_since(since), level,
+    sys.exit(status.logs(selected, status.collect_secrets(selected, _prompt()), status.parse_since(since), level,
                          accept_new_hostkeys, _out()))
 
 

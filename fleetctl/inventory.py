@@ -36,6 +36,10 @@ class Host:
     def key_file(self) -> str | None:
         return self.vars.get("ansible_ssh_private_key_file")
 
+    @property
+    def known_hosts(self) -> Path:
+        return Path(str(self.vars.get("fleetctl_known_hosts", "~/.ssh/known_hosts"))).expanduser()
+
 
 @dataclass
 class Inventory:

@@ -154,17 +154,15 @@ class Planner:
         level = int(options.get("LogLevel", 3))
         log_dir = options.get("LogFileDir", "/var/log/qualys/")
         become = v.get("fleetctl_become_secret")
-        known_hosts = Path(os.path.expanduser(str(v.get("fleetctl_known_hosts", "~/.ssh/known_hosts"))))
         return HostPlan(
             host=host, packages=packages, options=[f"{k}={val}" for k, val in options.items()],
             proxy_content=proxy.file_content() if proxy else None, ca_bundle=ca_bundle, routes=routes,
-            pod_url=str(server_uri or ""), become_secret=str(become) if become else None, known_hosts=known_hosts,
+            pod_url=str(server_uri or ""), become_secret=str(become) if become else None, known_hosts=host.known_hosts,
             digests={k: hashlib.sha256(val.encode()).hexdigest()[:32] for k, val in settings.items()},
             fingerprint=hashlib.sha256(json.dumps(sorted(settings.items())).encode()).hexdigest(),
             log_file=os.path.join(log_dir, "qualys-cloud-agent.log"),
             check_in_logged=level >= 3 and options.get("LogDestType", "file") == "file",
-            hostid_path=os.path.join(options.get("HostIdSearchDir", str(v.get("agent_hostid_dir", "/etc/"))),
-                                     "qualys", "hostid"),
+            hostid_path=agent.hostid_path(options.get("HostIdSearchDir", str(v.get("agent_hostid_dir", "/etc/")))),
             group=options.get("Group", "wheel"),
         )
 

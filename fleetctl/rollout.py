@@ -224,6 +224,20 @@ def _finish(journal: Journal, run_id: str, action: str, state: str, console: Con
     return EXIT_FAILED if any(r.status in ("failed", "unreachable") for r in results) else 0
 
 
+def _execute(runner: Runner, waves: list, total_hosts: int, json_path: Path | None) -> int:
+    """Run the waves; whatever happens, Macs caught mid-way go back to pending in the journal."""
+    journal, run_id = runner.journal, runner.run_id
+    try:
+        state = runner.execute(waves, total_hosts, 0)
+    except BaseException:
+        journal.reset_unfinished(run_id)
+        journal.finish(run_id, "interrupted")
+        raise
+    if state != "done":
+        journal.reset_unfinished(run_id)
+    return _finish(journal, run_id, runner.book.action, state, runner.console, json_path)
+
+
 def results_of(journal: Journal, run_id: str) -> list[engine.HostResult]:
     out = []
     for name, _, state, reason, result in journal.hosts(run_id):
@@ -254,15 +268,7 @@ def run(playbook_path: Path, inventory_path: Path, limit: str | None, extra: tup
     console.print(f"run {run_id}: {book.action} on {len(plans)} Macs in {len(waves)} wave(s)", markup=False,
                   highlight=False)
     runner = Runner(journal, run_id, book, plans, secrets, forks, accept_new, console)
-    try:
-        state = runner.execute(waves, len(plans), 0)
-    except BaseException:
-        journal.reset_unfinished(run_id)
-        journal.finish(run_id, "interrupted")
-        raise
-    if state != "done":
-        journal.reset_unfinished(run_id)
-    return _finish(journal, run_id, book.action, state, console, json_path)
+    return _execute(runner, waves, len(plans), json_path)
 
 
 def resume(run_id: str, forks: int | None, accept_new: bool, json_path: Path | None, console: Console,
@@ -291,15 +297,7 @@ def resume(run_id: str, forks: int | None, accept_new: bool, json_path: Path | N
                   tuple(record.extra), forks or record.forks, [(n, 0) for n in pending], resume=True)
     console.print(f"resuming run {run_id}: {len(pending)} Macs left", markup=False, highlight=False)
     runner = Runner(journal, run_id, book, plans, secrets, forks or record.forks, accept_new, console)
-    try:
-        state = runner.execute(waves, len(hosts), 0)
-    except BaseException:
-        journal.reset_unfinished(run_id)
-        journal.finish(run_id, "interrupted")
-        raise
-    if state != "done":
-        journal.reset_unfinished(run_id)
-    return _finish(journal, run_id, book.action, state, console, json_path)
+    return _execute(runner, waves, len(hosts), json_path)
 
 
 def list_runs(console: Console, journal: Journal | None = None) -> None:

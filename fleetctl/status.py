@@ -74,13 +74,12 @@ def _mode(conn: ssh.Connection, host: Host, secrets: Secrets, script: str) -> ss
 def check(host: Host, secrets: Secrets, since: timedelta | str, accept_new: bool, lines: int = 500) -> HostStatus:
     status = HostStatus(host.name)
     v = host.vars
-    known = Path(str(v.get("fleetctl_known_hosts", "~/.ssh/known_hosts"))).expanduser()
     script = render.render(
         "status", package_id=agent.PACKAGE_ID, label=agent.LABEL, proxy_file=agent.PROXY_FILE, lines=lines,
-        hostid_path=str(Path(str(v.get("agent_hostid_dir", "/etc/"))) / "qualys" / "hostid"),
+        hostid_path=agent.hostid_path(str(v.get("agent_hostid_dir", "/etc/"))),
         log_file=str(v.get("agent_log_file", agent.LOG_FILE)))
     try:
-        conn = ssh.Connection(host.address, host.port, host.user, host.key_file, known, accept_new)
+        conn = ssh.Connection(host.address, host.port, host.user, host.key_file, host.known_hosts, accept_new)
     except ssh.Unreachable as e:
         status.problems = [str(e)]
         return status
