@@ -114,8 +114,14 @@ class Connection:
             chan.settimeout(timeout)
             chan.exec_command(command)
             out_file, err_file = chan.makefile("rb"), chan.makefile_stderr("rb")
-            feed(chan)
-            chan.shutdown_write()
+            try:
+                feed(chan)
+                chan.shutdown_write()
+            except OSError:
+                # The command closed its channel before reading all of stdin (sudo -n refusing,
+                # a script exiting early): its output and exit status are the answer.
+                if not self.transport.is_active():
+                    raise
             out, err = out_file.read(), err_file.read()
             rc = chan.recv_exit_status()
             chan.close()
