@@ -103,8 +103,9 @@ def lab_pkg(version: str, arch: str, size_mb: int, out: Path) -> None:
 
 
 PLAYBOOK = click.argument("playbook_path", metavar="PLAYBOOK", type=click.Path(dir_okay=False, path_type=Path))
-INVENTORY = click.option("-i", "--inventory", "inventory_path", required=True,
-                         type=click.Path(dir_okay=False, path_type=Path), help="Inventory (Ansible YAML layout).")
+INVENTORY = click.option("-i", "--inventory", "inventory_path", required=True, type=click.Path(path_type=Path),
+                         help="Ansible inventory: YAML or INI file, or a directory of them (group_vars/, host_vars/ "
+                              "beside it are read).")
 LIMIT = click.option("--limit", "-l", help="Only these hosts/groups: 'mac-0*', 'office,lab', 'all:!retired'.")
 EXTRA = click.option("-e", "--extra-var", "extra", multiple=True, metavar="KEY=VALUE",
                      help="Override a variable for every host (repeatable), like Ansible's -e.")
@@ -250,6 +251,39 @@ def logs_cmd(hosts: tuple[str, ...], inventory_path: Path, since: str, level: st
     selected = status.select(inventory_path, ",".join(hosts))
     sys.exit(status.logs(selected, status.collect_secrets(selected, _prompt()), status.parse_since(since), level,
                          accept_new_hostkeys, _out()))
+
+
+@cli.command("inventory")
+@INVENTORY
+@LIMIT
+@click.option("--graph", is_flag=True, help="Show groups and hosts as a tree.")
+@click.option("--host", "host_name", metavar="HOST", help="Show one host's merged variables.")
+def inventory_cmd(inventory_path: Path, limit: str | None, graph: bool, host_name: str | None) -> None:
+    """Show the inventory as fleetctl resolves it (like ansible-inventory): JSON by default.
+
+    \b
+    Examples:
+      fleetctl inventory -i inventories/ansible-office/hosts.ini --graph
+      fleetctl inventory -i hosts.ini --host fin-mini.example.com
+      fleetctl inventory -i hosts.ini --limit 'finance:&intel'
+    """
+    import json
+
+    from fleetctl import inventory
+
+    inv = inventory.load(inventory_path)
+    if limit:
+        keep = {h.name for h in inv.select(limit)}
+        inv.hosts = {n: h for n, h in inv.hosts.items() if n in keep}
+        inv.direct = {g: [n for n in names if n in keep] for g, names in inv.direct.items()}
+    if graph:
+        click.echo("\n".join(inventory.graph(inv)))
+    elif host_name:
+        if host_name not in inv.hosts:
+            raise FleetError(f"host {host_name!r} is not in {inventory_path}")
+        click.echo(json.dumps(inv.hosts[host_name].vars, indent=4, sort_keys=True, default=str))
+    else:
+        click.echo(json.dumps(inventory.listing(inv), indent=4, sort_keys=True, default=str))
 
 
 @cli.group()

@@ -103,7 +103,7 @@ class HostRun:
     def _run(self) -> None:
         p, h, r = self.plan, self.plan.host, self.result
         self.events.step(h.name, "connect")
-        self.conn = ssh.Connection(h.address, h.port, h.user, h.key_file, p.known_hosts, self.accept_new)
+        self.conn = ssh.Connection(p.endpoint, p.known_hosts, self.accept_new)
         probe = facts.parse(self._step("probe", render.render(
             "probe", package_id=agent.PACKAGE_ID, label=agent.LABEL, hostid_path=p.hostid_path,
             applied_file=APPLIED_FILE)).out)

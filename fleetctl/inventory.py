@@ -1,16 +1,26 @@
-"""Hosts and their variables from an Ansible-layout YAML inventory, and --limit.
+"""Hosts and their variables from an existing Ansible inventory, and --limit.
 
-Variables merge all -> groups (shallow first) -> host, as Ansible does.
+Sources (YAML or INI files, or a directory of them, with group_vars/ and host_vars/ beside
+them) are read by `inventory_sources`; this module merges variables as Ansible does:
+all -> groups (shallow first, then by name) -> host, each layer's inline vars before its
+group_vars/host_vars files.
 """
 from __future__ import annotations
 
 import fnmatch
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fleetctl import yamlfile
 from fleetctl.errors import UsageError
+
+# Ansible's older spellings of the connection variables, mapped to the names used here.
+ALIASES = {"ansible_ssh_host": "ansible_host", "ansible_ssh_port": "ansible_port", "ansible_ssh_user": "ansible_user",
+           "ansible_private_key_file": "ansible_ssh_private_key_file", "ansible_become_pass": "ansible_become_password",
+           "ansible_sudo_pass": "ansible_become_password"}
+KEYRING_LOOKUP = re.compile(r"""\{\{\s*lookup\(\s*['"](?:community\.general\.)?keyring['"]\s*,\s*"""
+                            r"""['"]fleetctl\s+([A-Za-z0-9_]+)['"]\s*\)\s*\}\}""")
 
 
 @dataclass
@@ -19,14 +29,17 @@ class Host:
     vars: dict[str, Any]
     groups: list[str] = field(default_factory=list)
     line: int = 0
+    source: Path = Path("inventory")
 
     @property
     def address(self) -> str:
         return str(self.vars.get("ansible_host", self.name))
 
     @property
-    def port(self) -> int:
-        return int(self.vars.get("ansible_port", 22))
+    def port(self) -> int | None:
+        """None when the inventory does not say: ~/.ssh/config or 22 decides."""
+        port = self.vars.get("ansible_port")
+        return None if port is None else int(port)
 
     @property
     def user(self) -> str | None:
@@ -40,12 +53,22 @@ class Host:
     def known_hosts(self) -> Path:
         return Path(str(self.vars.get("fleetctl_known_hosts", "~/.ssh/known_hosts"))).expanduser()
 
+    @property
+    def ssh_config(self) -> Path:
+        return Path(str(self.vars.get("fleetctl_ssh_config", "~/.ssh/config"))).expanduser()
+
+    @property
+    def where(self) -> str:
+        return f"{self.source}:{self.line}: host {self.name!r}"
+
 
 @dataclass
 class Inventory:
     path: Path
     hosts: dict[str, Host]
-    groups: dict[str, set[str]]  # group -> host names (including children's)
+    groups: dict[str, set[str]]  # group -> host names (including children's); without 'all'
+    children: dict[str, list[str]] = field(default_factory=dict)  # group -> child groups, 'all' included
+    direct: dict[str, list[str]] = field(default_factory=dict)  # group -> hosts listed in it
 
     def select(self, limit: str | None) -> list[Host]:
         """Hosts matching an Ansible-like pattern: 'web,db', 'mac-0*', 'all:!lab', 'x:&y'."""
@@ -66,99 +89,154 @@ class Inventory:
 
     def _match(self, pattern: str) -> set[str]:
         found = {n for n in self.hosts if fnmatch.fnmatchcase(n, pattern)}
+        if pattern == "all":
+            return set(self.hosts)
         for group, members in self.groups.items():
             if fnmatch.fnmatchcase(group, pattern):
                 found |= members
         return found
 
 
-def _check_vars(path: Path, node: Any, where: str) -> dict:
-    if node is None:
-        return {}
-    if not isinstance(node, dict):
-        raise UsageError(f"{path}:{getattr(node, 'line', '?')}: {where} vars must be a mapping of name: value")
-    return node
+class Builder:
+    """What the sources declare, before merging: groups, their parents and vars, hosts."""
+
+    def __init__(self) -> None:
+        self.hosts: dict[str, Host] = {}
+        self.host_vars: dict[str, list[dict]] = {}  # inline, then host_vars/ files
+        self.group_vars: dict[str, list[dict]] = {"all": []}  # inline in the inventory
+        self.group_files: dict[str, list[dict]] = {"all": []}  # from group_vars/
+        self.parents: dict[str, set[str]] = {"all": set()}
+        self.direct: dict[str, list[str]] = {"all": []}
+
+    def group(self, name: str, parent: str | None = None, variables: dict | None = None) -> None:
+        self.group_vars.setdefault(name, [])
+        self.group_files.setdefault(name, [])
+        self.parents.setdefault(name, set())
+        self.direct.setdefault(name, [])
+        if parent and parent != name:
+            self.group(parent)
+            self.parents[name].add(parent)
+        if variables:
+            self.group_vars[name].append(variables)
+
+    def host(self, name: str, group: str, variables: dict, source: Path, line: int) -> None:
+        self.group(group)
+        if name not in self.hosts:
+            self.hosts[name] = Host(name, {}, [], line, source)
+            self.host_vars[name] = []
+        if name not in self.direct[group]:
+            self.direct[group].append(name)
+        if variables:
+            self.host_vars[name].append(variables)
+
+    def _ancestors(self, group: str, path: tuple[str, ...] = ()) -> set[str]:
+        if group in path:
+            raise UsageError(f"group {group!r} contains itself (via {' -> '.join(path + (group,))}); "
+                             "remove one of the children: entries")
+        found = {group}
+        for parent in self.parents.get(group, ()):
+            found |= self._ancestors(parent, path + (group,))
+        return found
+
+    def _depth(self, group: str) -> int:
+        parents = self.parents.get(group) or ({"all"} if group != "all" else set())
+        return 0 if group == "all" else 1 + max(self._depth(p) for p in parents)
+
+    def build(self, path: Path) -> Inventory:
+        if not self.hosts:
+            raise UsageError(f"{path}: the inventory lists no hosts")
+        grouped = {h for g, names in self.direct.items() if g not in ("all", "ungrouped") for h in names}
+        for name in self.hosts:
+            if name not in grouped and name not in self.direct.get("ungrouped", []):
+                self.host(name, "ungrouped", {}, self.hosts[name].source, self.hosts[name].line)
+        groups: dict[str, set[str]] = {g: set() for g in self.parents if g != "all"}
+        for name, host in self.hosts.items():
+            member_of = {"all"}
+            for group, names in self.direct.items():
+                if name in names:
+                    member_of |= self._ancestors(group)
+            # Ansible's order: all's inline vars, group_vars/all, other groups' inline vars
+            # (shallow first), their group_vars/ files, the host's inline vars, host_vars/.
+            others = sorted(member_of - {"all"}, key=lambda g: (self._depth(g), g))
+            layers = [*self.group_vars["all"], *self.group_files["all"],
+                      *(v for g in others for v in self.group_vars[g]), *(v for g in others for v in self.group_files[g]),
+                      *self.host_vars[name]]
+            merged: dict[str, Any] = {}
+            for layer in layers:
+                merged.update(layer)
+            host.vars = _normalise(host, merged)
+            host.groups = sorted(member_of - {"all"})
+            for group in host.groups:
+                groups[group].add(name)
+            _validate(host)
+        children = {g: sorted(c for c, ps in self.parents.items() if g in ps or (g == "all" and not ps and c != "all"))
+                    for g in self.parents}
+        return Inventory(path, self.hosts, groups, children, {g: sorted(n) for g, n in self.direct.items()})
+
+
+def _normalise(host: Host, variables: dict[str, Any]) -> dict[str, Any]:
+    """Ansible's aliases to one spelling; a become password must be a keyring reference."""
+    out = dict(variables)
+    for old, new in ALIASES.items():
+        if old in out:
+            out.setdefault(new, out.pop(old))
+    password = out.pop("ansible_become_password", None)
+    if password is not None:
+        match = KEYRING_LOOKUP.fullmatch(str(password).strip())
+        if not match:
+            raise UsageError(
+                f"{host.where}: ansible_become_password holds a password in the inventory; store it with "
+                "`fleetctl secrets set NAME` and write ansible_become_password: "
+                "\"{{ lookup('community.general.keyring', 'fleetctl NAME') }}\" (or fleetctl_become_secret: NAME)")
+        out.setdefault("fleetctl_become_secret", match[1])
+    return out
+
+
+def _validate(host: Host) -> None:
+    port = host.vars.get("ansible_port", 22)
+    if isinstance(port, str) and port.isdigit():
+        port = host.vars["ansible_port"] = int(port)
+    if not isinstance(port, int) or not 1 <= port <= 65535:
+        raise UsageError(f"{host.where}: ansible_port must be a number from 1 to 65535, not {port!r}")
+    for key in ("ansible_host", "ansible_user", "ansible_ssh_private_key_file"):
+        value = host.vars.get(key)
+        if value is not None and (not isinstance(value, str) or not value.strip() or "\n" in value):
+            raise UsageError(f"{host.where}: {key} must be a single-line text value")
+    key_file = host.key_file
+    if key_file and not Path(key_file).expanduser().exists():
+        raise UsageError(f"{host.where}: ansible_ssh_private_key_file {key_file} does not exist")
 
 
 def load(path: Path) -> Inventory:
     """Read and validate an inventory; errors name the file, the line and the fix."""
-    data = yamlfile.load(path, "inventory")
-    if not isinstance(data, dict) or "all" not in data or not isinstance(data["all"], dict):
-        raise UsageError(f"{path}:1: an inventory starts with 'all:' holding hosts:, children: and vars: "
-                         "(Ansible's YAML layout)")
-    hosts: dict[str, Host] = {}
-    groups: dict[str, set[str]] = {}
-    # (depth, group name, vars) per host, merged in order afterwards
-    layers: dict[str, list[tuple[int, str, dict]]] = {}
-    host_vars: dict[str, dict] = {}
+    from fleetctl import inventory_sources
 
-    def walk(group: str, node: Any, depth: int, seen: tuple[str, ...]) -> set[str]:
-        if node is None:
-            node = yamlfile.Mapping()
-        if not isinstance(node, dict):
-            raise UsageError(f"{path}: group {group!r} must be a mapping with hosts:, children: or vars:")
-        unknown = set(node) - {"hosts", "children", "vars"}
-        if unknown:
-            key = sorted(unknown)[0]
-            raise UsageError(f"{path}:{node.line_of(key)}: unknown key {key!r} in group {group!r}; "
-                             "use hosts:, children: or vars:")
-        group_vars = _check_vars(path, node.get("vars"), f"group {group!r}")
-        members: set[str] = set()
-        entries = node.get("hosts") or {}
-        if not isinstance(entries, dict):
-            raise UsageError(f"{path}:{node.line_of('hosts')}: hosts: must map host names to their variables")
-        for name, hvars in entries.items():
-            name = str(name)
-            hvars = _check_vars(path, hvars, f"host {name!r}")
-            line = entries.line_of(name) if isinstance(entries, yamlfile.Mapping) else 0
-            if name not in hosts:
-                hosts[name] = Host(name, {}, [], line)
-            host_vars.setdefault(name, {}).update(hvars)
-            hosts[name].groups.append(group)
-            layers.setdefault(name, []).append((depth, group, group_vars))
-            members.add(name)
-        children = node.get("children") or {}
-        if not isinstance(children, dict):
-            raise UsageError(f"{path}:{node.line_of('children')}: children: must map group names to groups")
-        for child, child_node in children.items():
-            if child in seen:
-                raise UsageError(f"{path}:{children.line_of(child)}: group {child!r} contains itself")
-            child_members = walk(str(child), child_node, depth + 1, (*seen, str(child)))
-            members |= child_members
-            for name in child_members:
-                layers[name].append((depth, group, group_vars))
-        groups[group] = groups.get(group, set()) | members
-        return members
-
-    walk("all", data["all"], 0, ("all",))
-    for name, host in hosts.items():
-        merged: dict[str, Any] = {}
-        done = set()
-        for _, group, gvars in sorted(layers[name], key=lambda layer: (layer[0], layer[1])):
-            if group not in done:
-                merged.update(gvars)
-                done.add(group)
-        merged.update(host_vars[name])
-        host.vars = merged
-        _validate_host(path, host)
-    if not hosts:
-        raise UsageError(f"{path}: the inventory lists no hosts")
-    groups.pop("all", None)
-    return Inventory(path, hosts, groups)
+    builder = Builder()
+    inventory_sources.read(path, builder)
+    return builder.build(path)
 
 
-def _validate_host(path: Path, host: Host) -> None:
-    where = f"{path}:{host.line}: host {host.name!r}"
-    port = host.vars.get("ansible_port", 22)
-    if not isinstance(port, int) or not 1 <= port <= 65535:
-        raise UsageError(f"{where}: ansible_port must be a number from 1 to 65535, not {port!r}")
-    for key in ("ansible_host", "ansible_user", "ansible_ssh_private_key_file"):
-        value = host.vars.get(key)
-        if value is not None and (not isinstance(value, str) or not value.strip() or "\n" in value):
-            raise UsageError(f"{where}: {key} must be a single-line text value")
-    key_file = host.key_file
-    if key_file and not Path(key_file).expanduser().exists():
-        raise UsageError(f"{where}: ansible_ssh_private_key_file {key_file} does not exist")
+def listing(inv: Inventory) -> dict:
+    """`ansible-inventory --list`'s shape, so tools that read that can read this."""
+    out: dict[str, Any] = {"_meta": {"hostvars": {n: h.vars for n, h in inv.hosts.items()}}}
+    for group in ["all", *sorted(inv.groups)]:
+        entry = {}
+        if inv.children.get(group):
+            entry["children"] = inv.children[group]
+        if group != "all" and inv.direct.get(group):
+            entry["hosts"] = inv.direct[group]
+        out[group] = entry
+    return out
+
+
+def graph(inv: Inventory, group: str = "all", depth: int = 0) -> list[str]:
+    """`ansible-inventory --graph`: groups as @name:, hosts beneath."""
+    pad = "  |" * depth
+    lines = [f"{pad[:-1] + '|--' if depth else ''}@{group}:"]
+    for child in inv.children.get(group, []):
+        lines += graph(inv, child, depth + 1)
+    lines += [f"{pad}  |--{name}" for name in inv.direct.get(group, []) if group != "all"]
+    return lines
 
 
 def apply_extra_vars(hosts: list[Host], extra: dict[str, Any]) -> None:

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fleetctl import agent, package
+from fleetctl import agent, package, sshconfig
 from fleetctl.errors import UsageError
 from fleetctl.inventory import Host
 from fleetctl.playbook import Playbook
 from fleetctl.secrets import Secrets
+from fleetctl.sshconfig import Endpoint
 
 ARCHES = ("arm64", "x86_64")
 WORK_DIR = "/private/var/db/fleetctl"
@@ -49,6 +50,7 @@ class HostPlan:
     pod_url: str
     become_secret: str | None
     known_hosts: Path
+    endpoint: Endpoint
     digests: dict[str, str]  # setting -> sha256 of its value, recorded on the Mac once applied
     fingerprint: str  # of all settings together: an unchanged host needs no provisioning
     log_file: str
@@ -73,10 +75,9 @@ def _curl_quote(text: str) -> str:
 
 
 class Planner:
-    def __init__(self, playbook: Playbook, inventory_path: Path, secrets: Secrets | None):
+    def __init__(self, playbook: Playbook, secrets: Secrets | None):
         """SECRETS None renders placeholders (for `fleetctl plan`): nothing secret is ever read."""
         self.playbook = playbook
-        self.inventory_path = inventory_path
         self.secrets = secrets
         self._packages: dict[Path, Package] = {}
 
@@ -86,7 +87,7 @@ class Planner:
         return self.secrets.get(name, purpose)
 
     def _fail(self, host: Host, message: str) -> UsageError:
-        return UsageError(f"{self.inventory_path}:{host.line}: host {host.name!r}: {message}")
+        return UsageError(f"{host.where}: {message}")
 
     def _package(self, host: Host, arch: str, value: Any) -> Package:
         path = Path(os.path.expanduser(str(value)))
@@ -158,6 +159,7 @@ class Planner:
             host=host, packages=packages, options=[f"{k}={val}" for k, val in options.items()],
             proxy_content=proxy.file_content() if proxy else None, ca_bundle=ca_bundle, routes=routes,
             pod_url=str(server_uri or ""), become_secret=str(become) if become else None, known_hosts=host.known_hosts,
+            endpoint=sshconfig.endpoint(host),
             digests={k: hashlib.sha256(val.encode()).hexdigest()[:32] for k, val in settings.items()},
             fingerprint=hashlib.sha256(json.dumps(sorted(settings.items())).encode()).hexdigest(),
             log_file=os.path.join(log_dir, "qualys-cloud-agent.log"),

@@ -46,7 +46,7 @@ def _plans(playbook_path: Path, inventory_path: Path, limit: str | None, extra, 
     for host in hosts:  # inventory < playbook vars < -e, as in Ansible
         host.vars = {**host.vars, **book.vars}
     inventory.apply_extra_vars(hosts, parse_extra_vars(extra))
-    planner = Planner(book, inventory_path, secrets)
+    planner = Planner(book, secrets)
     plans = [planner.host(h) for h in hosts]
     if secrets is not None:  # every sudo password is asked for now, once, never mid-run
         for name in sorted({p.become_secret for p in plans if p.become_secret}):

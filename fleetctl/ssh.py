@@ -5,6 +5,7 @@ read by `sudo -S -k` (which always asks, so the line is never run as a command).
 """
 from __future__ import annotations
 
+import atexit
 import socket
 import threading
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from typing import BinaryIO, Callable
 import paramiko
 
 from fleetctl.errors import FleetError
+from fleetctl.sshconfig import Endpoint
 
 # The fixed remote commands; everything variable arrives on stdin.
 SHELL = "/bin/sh -s"
@@ -54,10 +56,38 @@ class _AcceptNew(paramiko.MissingHostKeyPolicy):
                 f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
 
 
+class _Jumps:
+    """One connection per bastion, shared by every Mac behind it (OpenSSH would log in per Mac)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.open: dict[Endpoint, Connection] = {}
+
+    def channel(self, jump: Endpoint, target: Endpoint, known_hosts: Path, accept_new: bool) -> paramiko.Channel:
+        with self.lock:
+            conn = self.open.get(jump)
+            if conn is None or not conn.transport.is_active():
+                try:
+                    conn = self.open[jump] = Connection(jump, known_hosts, accept_new)
+                except Unreachable as e:
+                    raise Unreachable(f"jump host {jump}: {e}") from None
+        try:
+            return conn.transport.open_channel("direct-tcpip", (target.hostname, target.port), ("127.0.0.1", 0),
+                                               timeout=target.timeout)
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise Unreachable(f"jump host {jump} cannot reach {target.hostname}:{target.port}: "
+                              f"{e or 'connection refused'}") from None
+
+    def close(self) -> None:
+        with self.lock:
+            for conn in self.open.values():
+                conn.close()
+            self.open.clear()
+
+
 class Connection:
-    def __init__(self, address: str, port: int, user: str | None, key_file: str | None,
-                 known_hosts: Path, accept_new: bool, timeout: float = 10):
-        self.address, self.port = address, port
+    def __init__(self, where: Endpoint, known_hosts: Path, accept_new: bool):
+        self.address, self.port = where.hostname, where.port
         self.client = paramiko.SSHClient()
         try:
             self.client.load_host_keys(str(known_hosts))
@@ -68,29 +98,40 @@ class Connection:
         except OSError as e:
             raise Unreachable(f"cannot read known_hosts {known_hosts}: {e}") from None
         self.client.set_missing_host_key_policy(_AcceptNew(known_hosts) if accept_new else paramiko.RejectPolicy())
+        timeout = where.timeout
         try:
-            # Our own socket with TCP_NODELAY: each step is a few small SSH messages, and Nagle's
-            # algorithm against delayed ACKs added ~40 ms to every one of them.
-            sock = socket.create_connection((address, port), timeout=timeout)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if where.jump:
+                sock = JUMPS.channel(where.jump, where, known_hosts, accept_new)
+            else:
+                # Our own socket with TCP_NODELAY: each step is a few small SSH messages, and Nagle's
+                # algorithm against delayed ACKs added ~40 ms to every one of them.
+                sock = socket.create_connection((where.hostname, where.port), timeout=timeout)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.client.connect(
-                address, port=port, username=user, key_filename=key_file, timeout=timeout, sock=sock,
-                banner_timeout=timeout, auth_timeout=timeout, look_for_keys=key_file is None,
-                allow_agent=True, transport_factory=_Transport,
+                where.hostname, port=where.port, username=where.user, key_filename=list(where.key_files) or None,
+                timeout=timeout, sock=sock, banner_timeout=timeout, auth_timeout=timeout,
+                look_for_keys=not where.key_files, allow_agent=True, transport_factory=_Transport,
             )
         except paramiko.BadHostKeyException:
-            raise Unreachable(f"host key for {address} has CHANGED (not the one in {known_hosts}); "
+            raise Unreachable(f"host key for {where.hostname} has CHANGED (not the one in {known_hosts}); "
                               "refusing to connect — check the Mac, then fix known_hosts") from None
         except paramiko.SSHException as e:
             text = str(e)
             if "not found in known_hosts" in text:
-                raise Unreachable(f"host key for {address} is unknown; add it to {known_hosts} "
+                raise Unreachable(f"host key for {where.hostname} is unknown; add it to {known_hosts} "
                                   "or run with --accept-new-hostkeys") from None
             if isinstance(e, paramiko.AuthenticationException):
-                raise Unreachable(f"authentication failed for {user}@{address}") from None
+                raise Unreachable(f"authentication failed for {where.user or 'the login user'}@{where.hostname} "
+                                  "(check the user, the key and ssh-agent)") from None
+            if "No authentication methods" in text:
+                raise Unreachable(f"no key to log in to {where} with: set ansible_ssh_private_key_file, an "
+                                  "IdentityFile in ~/.ssh/config, or add the key to ssh-agent") from None
             raise Unreachable(f"SSH error: {text}") from None
         except (OSError, EOFError) as e:
-            raise Unreachable(_network_reason(e)) from None
+            reason = _network_reason(e)
+            if reason == "timed out":
+                reason = f"timed out after {timeout:g}s connecting to {where} (ConnectTimeout)"
+            raise Unreachable(reason) from None
         self.transport = self.client.get_transport()
         self.bytes_sent = 0
 
@@ -143,3 +184,7 @@ def _network_reason(e: BaseException) -> str:
     if isinstance(e, OSError) and e.strerror:
         return e.strerror.lower()
     return str(e) or type(e).__name__
+
+
+JUMPS = _Jumps()
+atexit.register(JUMPS.close)

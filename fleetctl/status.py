@@ -11,9 +11,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from fleetctl import agent, agentlog, facts, inventory, render, ssh
+from fleetctl import agent, agentlog, facts, inventory, render, ssh, sshconfig
 from fleetctl.errors import UsageError
 from fleetctl.inventory import Host
+from fleetctl.sshconfig import Endpoint
 from fleetctl.secrets import Secrets
 
 MARKER = "---log---\n"
@@ -71,7 +72,8 @@ def _mode(conn: ssh.Connection, host: Host, secrets: Secrets, script: str) -> ss
     return conn.run(script, ssh.SHELL)
 
 
-def check(host: Host, secrets: Secrets, since: timedelta | str, accept_new: bool, lines: int = 500) -> HostStatus:
+def check(host: Host, where: Endpoint, secrets: Secrets, since: timedelta | str, accept_new: bool,
+          lines: int = 500) -> HostStatus:
     status = HostStatus(host.name)
     v = host.vars
     script = render.render(
@@ -79,7 +81,7 @@ def check(host: Host, secrets: Secrets, since: timedelta | str, accept_new: bool
         hostid_path=agent.hostid_path(str(v.get("agent_hostid_dir", "/etc/"))),
         log_file=str(v.get("agent_log_file", agent.LOG_FILE)))
     try:
-        conn = ssh.Connection(host.address, host.port, host.user, host.key_file, host.known_hosts, accept_new)
+        conn = ssh.Connection(where, host.known_hosts, accept_new)
     except ssh.Unreachable as e:
         status.problems = [str(e)]
         return status
@@ -123,8 +125,9 @@ def check(host: Host, secrets: Secrets, since: timedelta | str, accept_new: bool
 
 def sweep(hosts: list[Host], secrets: Secrets, since: timedelta | str, forks: int, accept_new: bool,
           lines: int = 500) -> list[HostStatus]:
+    endpoints = [sshconfig.endpoint(h) for h in hosts]  # a bad ssh config stops us before any connection
     with ThreadPoolExecutor(max_workers=max(1, forks)) as pool:
-        return list(pool.map(lambda h: check(h, secrets, since, accept_new, lines), hosts))
+        return list(pool.map(lambda h, e: check(h, e, secrets, since, accept_new, lines), hosts, endpoints))
 
 
 def collect_secrets(hosts: list[Host], prompt) -> Secrets:

@@ -159,6 +159,7 @@ def alive(pid: int | None) -> bool:
 def _write_inventory(state: LabState, pkgs: dict[str, Path]) -> Path:
     lab_dir = Path(state.dir)
     host_vars = {}
+    jump = next((h for h in state.hosts if "jump-host" in h.personas), None)
     for h in state.hosts:
         host_vars[h.name] = {
             "ansible_host": h.address,
@@ -168,6 +169,8 @@ def _write_inventory(state: LabState, pkgs: dict[str, Path]) -> Path:
         }
         if "sudo-password" in h.personas:
             host_vars[h.name]["fleetctl_become_secret"] = "lab_sudo_password"
+        if "behind-bastion" in h.personas and jump:
+            host_vars[h.name]["ansible_ssh_common_args"] = f"-J {jump.user}@{jump.address}"
         if "proxy-only" in h.personas:
             host_vars[h.name].update({"proxy_urls": [proxy.url(lab_dir, state.slot)], "proxy_user": proxy.USER,
                                       "proxy_password_secret": "lab_proxy_password"})
@@ -224,7 +227,8 @@ def up(lab_dir: Path, count: int, persona_spec: str, progress: Console | None = 
         say(f"preparing {count} Macs…")
         reachable = [s for s in specs if not s.has("unreachable")]
         with ThreadPoolExecutor(max_workers=8) as pool:
-            list(pool.map(lambda s: hosts.prepare_host(lab_dir, slot, s, client_pub), specs))
+            jump = personas.jump_host(specs)
+            list(pool.map(lambda s: hosts.prepare_host(lab_dir, slot, s, client_pub, jump), specs))
         network.create_bridge(slot)
         network.create_hosts(slot, [(s.index, not s.has("proxy-only"), s.has("slowlink")) for s in reachable])
         state.pod_pid = _spawn([sys.executable, "-m", "fleetctl.lab.pod", "--dir", str(lab_dir / "pod"),

@@ -112,7 +112,7 @@ def host_facts(spec: HostSpec, lab_ca: str) -> dict:
     }
 
 
-def _sshd_config(spec: HostSpec, address: str) -> str:
+def _sshd_config(spec: HostSpec, address: str, jump_address: str | None) -> str:
     lines = [
         f"ListenAddress {address}",
         "Port 22",
@@ -133,6 +133,8 @@ def _sshd_config(spec: HostSpec, address: str) -> str:
         "MaxSessions 64",
         "Subsystem sftp /usr/lib/openssh/sftp-server",
     ]
+    if spec.has("behind-bastion"):  # logins only from the jump host's address: direct SSH is refused
+        lines.append(f"AllowUsers *@{jump_address}")
     if spec.has("drop-mid-transfer"):  # every session's input passes through a byte counter
         lines.append("ForceCommand /usr/local/bin/fleetlab-session")
     return "\n".join(lines) + "\n"
@@ -146,7 +148,7 @@ def _sudoers(spec: HostSpec) -> str:
     return "admin ALL=(ALL) NOPASSWD: ALL\n"
 
 
-def prepare_host(lab_dir: Path, slot: int, spec: HostSpec, client_pub: str) -> Path:
+def prepare_host(lab_dir: Path, slot: int, spec: HostSpec, client_pub: str, jump: HostSpec | None) -> Path:
     """Write a fresh Mac for SPEC; returns its directory (boot.json says how to start it)."""
     hdir = host_dir(lab_dir, spec)
     shutil.rmtree(hdir, ignore_errors=True)
@@ -169,7 +171,8 @@ def prepare_host(lab_dir: Path, slot: int, spec: HostSpec, client_pub: str) -> P
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", spec.name, "-f", str(sshd / "ssh_host_ed25519_key")],
         check=True, capture_output=True,
     )
-    (sshd / "sshd_config").write_text(_sshd_config(spec, network.host_address(slot, spec.index)))
+    jump_address = network.host_address(slot, jump.index) if jump else None
+    (sshd / "sshd_config").write_text(_sshd_config(spec, network.host_address(slot, spec.index), jump_address))
     binds = [[str(root / p.lstrip("/")), p] for p in MAC_PATHS]
     binds += [[str(root / "private/tmp"), "/tmp"], [str(sudoers), "/etc/sudoers.d"], [str(lab_dir / "macbin"), "/usr/local/bin"]]
     binds += [[str(lab_dir / "etc" / name), f"/etc/{name}"] for name in ("passwd", "group", "shadow", "hosts")]

@@ -25,9 +25,11 @@ TRAITS = {
     "slowlink": "its link is shaped to 40 Mbit/s",
     "proxy-only": "the pod is reachable only through the lab proxy",
     "agent-crashes": "the agent daemon dies right after it starts",
+    "jump-host": "also the SSH jump host (bastion) for behind-bastion Macs",
+    "behind-bastion": "accepts SSH only through the lab's jump host (ProxyJump)",
 }
 ALL = (*ARCHES, *MACOS, *TRAITS)
-EXCLUSIVE = [set(ARCHES), set(MACOS), {"sudo-password", "nosudo"}]
+EXCLUSIVE = [set(ARCHES), set(MACOS), {"sudo-password", "nosudo"}, {"jump-host", "behind-bastion", "unreachable"}]
 
 
 @dataclass(frozen=True)
@@ -93,4 +95,12 @@ def parse(spec: str, hosts: int) -> list[HostSpec]:
     if len(plan) > hosts:
         raise UsageError(f"--personas describes {len(plan)} hosts but --hosts is {hosts}; raise --hosts")
     plan += [()] * (hosts - len(plan))
+    jumps = [names for names in plan if "jump-host" in names]
+    if len(jumps) > 1 or (not jumps and any("behind-bastion" in names for names in plan)):
+        raise UsageError("--personas: behind-bastion Macs need exactly one jump-host Mac, e.g. "
+                         '"jump-host,behind-bastion*5"')
     return [HostSpec(i, names) for i, names in enumerate(plan, start=1)]
+
+
+def jump_host(specs: list[HostSpec]) -> HostSpec | None:
+    return next((s for s in specs if s.has("jump-host")), None)

@@ -32,8 +32,14 @@ PERSONAS = ",".join([
     "proxy-only",               # mac-016 several proxies
     "arm64",                    # mac-017 no_proxy / options
     "arm64",                    # mac-018 on-demand scans
+    "jump-host",                # mac-019 the bastion for the next three
+    "behind-bastion",           # mac-020 reached with ProxyJump only
+    "behind-bastion+x86_64",    # mac-021
+    "behind-bastion",           # mac-022
+    "arm64",                    # mac-023 MDM exports
+    "x86_64",                   # mac-024 MDM exports
 ])
-HOSTS = 18
+HOSTS = 24
 FLEETCTL = Path(sys.executable).with_name("fleetctl")
 ACTIVATION = "4b2ea2a4-5d0c-4d8f-9d3a-0d7c2f2d1a11"
 CUSTOMER = "8c1f0a55-2e3b-4b7c-a1d9-6f7e8d9c0b22"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from conftest import Lab, fleetctl
+from conftest import HOSTS, Lab, fleetctl
 from fleetctl import package
 
 
@@ -35,7 +35,7 @@ def _namespaces() -> set[str]:
 
 def test_inventory_is_ansible_layout_with_real_packages(lab: Lab):
     inv = lab.inventory["all"]
-    assert len(inv["hosts"]) == 18
+    assert len(inv["hosts"]) == HOSTS
     mac = inv["hosts"]["mac-002"]
     assert mac["ansible_host"].startswith("198.18.") and mac["ansible_port"] == 22
     assert mac["ansible_user"] == "admin" and mac["lab_personas"] == ["x86_64", "macos12"]
@@ -49,7 +49,7 @@ def test_inventory_is_ansible_layout_with_real_packages(lab: Lab):
 
 def test_status_lists_every_mac(lab: Lab):
     out = fleetctl("lab", "status", "--dir", str(lab.dir)).stdout
-    assert "mac-018" in out and "17/18 SSH servers running" in out
+    assert "mac-018" in out and "23/24 SSH servers running" in out
 
 
 def test_bad_personas_are_refused_before_anything_starts(tmp_path):

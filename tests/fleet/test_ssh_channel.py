@@ -1,13 +1,16 @@
 """fleetctl's SSH connection against a real sshd: commands that exit before reading all their stdin."""
 from __future__ import annotations
 
+import pytest
+
 from fleetctl import ssh
+from fleetctl.sshconfig import Endpoint
 from conftest import Lab
 
 
 def _connect(lab: Lab, name: str) -> ssh.Connection:
     mac = lab.mac(name)
-    return ssh.Connection(mac.address, 22, mac.user, str(lab.key), lab.known_hosts, accept_new=False)
+    return ssh.Connection(Endpoint(mac.address, 22, mac.user, (str(lab.key),), 5.0), lab.known_hosts, False)
 
 
 def test_early_exit_reports_the_command_result_not_a_lost_connection(lab: Lab):
@@ -22,3 +25,25 @@ def test_early_exit_reports_the_command_result_not_a_lost_connection(lab: Lab):
         assert conn.run("echo still here").out == "still here\n"
     finally:
         conn.close()
+
+
+def test_a_mac_behind_the_bastion_is_reached_only_through_it(lab: Lab):
+    """mac-020 refuses logins that do not come from the jump host (mac-019): the lab's
+    inventory says -J, and one bastion connection carries every Mac behind it."""
+    from fleetctl import inventory, sshconfig
+
+    inv = inventory.load(lab.dir / "inventory.yml")
+    direct = sshconfig.endpoint(inv.hosts["mac-020"])
+    assert direct.jump and direct.jump.hostname == lab.mac("mac-019").address
+    try:
+        conns = [ssh.Connection(sshconfig.endpoint(inv.hosts[n]), lab.known_hosts, False)
+                 for n in ("mac-020", "mac-021", "mac-022")]
+        assert [c.run("uname -m").out for c in conns] == ["arm64\n", "x86_64\n", "arm64\n"]
+        assert len(ssh.JUMPS.open) == 1
+        for c in conns:
+            c.close()
+    finally:
+        ssh.JUMPS.close()
+    no_jump = Endpoint(direct.hostname, 22, "admin", (str(lab.key),), 5.0)
+    with pytest.raises(ssh.Unreachable, match="authentication failed for admin@"):
+        ssh.Connection(no_jump, lab.known_hosts, False)
