@@ -103,6 +103,19 @@ def lab_pkg(version: str, arch: str, size_mb: int, out: Path) -> None:
 
 
 PLAYBOOK = click.argument("playbook_path", metavar="PLAYBOOK", type=click.Path(dir_okay=False, path_type=Path))
+FILE = click.Path(dir_okay=False, path_type=Path)
+JSON = click.option("--json", type=FILE, help="Write the report as JSON (schema fleetctl.report/1, "
+                    "docs/report-schema.md).")
+JUNIT = click.option("--junit", type=FILE, help="Write the report as JUnit XML, one testcase per Mac, for CI.")
+HTML = click.option("--html", type=FILE, help="Write the report as one self-contained HTML page.")
+
+
+def _outputs(json: Path | None, junit: Path | None, html: Path | None):
+    from fleetctl.report_files import Outputs
+
+    return Outputs(json, junit, html)
+
+
 INVENTORY = click.option("-i", "--inventory", "inventory_path", required=True, type=click.Path(path_type=Path),
                          help="Ansible inventory: YAML or INI file, or a directory of them (group_vars/, host_vars/ "
                               "beside it are read).")
@@ -137,10 +150,13 @@ def plan_cmd(playbook_path: Path, inventory_path: Path, limit: str | None, extra
               help="How many Macs to work on at once.")
 @click.option("--accept-new-hostkeys", is_flag=True, help="Trust and remember keys of Macs seen for the first "
               "time (a changed key is always refused).")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the report as JSON.")
+@JSON
+@JUNIT
+@HTML
 @click.option("--retry-failed", metavar="RUN_ID", help="Only the Macs that failed or were unreachable in RUN_ID.")
 def run_cmd(playbook_path: Path, inventory_path: Path, limit: str | None, extra: tuple[str, ...], forks: int,
-            accept_new_hostkeys: bool, json_path: Path | None, retry_failed: str | None) -> None:
+            accept_new_hostkeys: bool, json: Path | None, junit: Path | None, html: Path | None,
+            retry_failed: str | None) -> None:
     """Run a playbook's action (install, upgrade, uninstall, configure, scan) on every selected Mac.
 
     Waves, failure thresholds and every step go to the run journal; an interrupted, halted or
@@ -152,11 +168,12 @@ def run_cmd(playbook_path: Path, inventory_path: Path, limit: str | None, extra:
     \b
     Example:
       fleetctl run playbooks/rollout.yml -i .fleetlab/inventory.yml --json report.json
+      fleetctl run playbooks/rollout.yml -i hosts.ini --limit office --junit junit.xml --html report.html
     """
     from fleetctl import rollout
 
-    code = rollout.run(playbook_path, inventory_path, limit, extra, forks, accept_new_hostkeys, json_path,
-                       _out(), _prompt(), retry_failed)
+    code = rollout.run(playbook_path, inventory_path, limit, extra, forks, accept_new_hostkeys,
+                       _outputs(json, junit, html), _out(), _prompt(), retry_failed)
     sys.exit(code)
 
 
@@ -164,8 +181,11 @@ def run_cmd(playbook_path: Path, inventory_path: Path, limit: str | None, extra:
 @click.argument("run_id")
 @click.option("--forks", "-f", type=click.IntRange(1, 1000), help="Override the run's --forks.")
 @click.option("--accept-new-hostkeys", is_flag=True, help="Trust keys of Macs seen for the first time.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the report as JSON.")
-def resume_cmd(run_id: str, forks: int | None, accept_new_hostkeys: bool, json_path: Path | None) -> None:
+@JSON
+@JUNIT
+@HTML
+def resume_cmd(run_id: str, forks: int | None, accept_new_hostkeys: bool, json: Path | None, junit: Path | None,
+               html: Path | None) -> None:
     """Continue a halted, waiting, interrupted or crashed run; finished Macs are not redone.
 
     Safe for cron or a systemd timer: a wave whose not_before has not come yet just waits.
@@ -176,7 +196,7 @@ def resume_cmd(run_id: str, forks: int | None, accept_new_hostkeys: bool, json_p
     """
     from fleetctl import rollout
 
-    sys.exit(rollout.resume(run_id, forks, accept_new_hostkeys, json_path, _out(), _prompt()))
+    sys.exit(rollout.resume(run_id, forks, accept_new_hostkeys, _outputs(json, junit, html), _out(), _prompt()))
 
 
 @cli.command("runs")
@@ -189,12 +209,23 @@ def runs_cmd() -> None:
 
 @cli.command("report")
 @click.argument("run_id")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the report as JSON.")
-def report_cmd(run_id: str, json_path: Path | None) -> None:
-    """Show a run's report again, from the journal."""
+@click.option("--format", "fmt", type=click.Choice(["json", "junit", "html"]),
+              help="Print only this format on stdout (no table), e.g. to pipe it.")
+@JSON
+@JUNIT
+@HTML
+def report_cmd(run_id: str, fmt: str | None, json: Path | None, junit: Path | None, html: Path | None) -> None:
+    """Show a run's report again, from the journal, or render it as JSON, JUnit XML or HTML.
+
+    \b
+    Examples:
+      fleetctl report 20261126-070000-1a2b
+      fleetctl report 20261126-070000-1a2b --format junit > junit.xml
+      fleetctl report 20261126-070000-1a2b --html report.html --json report.json
+    """
     from fleetctl import rollout
 
-    sys.exit(rollout.show_report(run_id, json_path, _out()))
+    sys.exit(rollout.show_report(run_id, _outputs(json, junit, html), fmt, _out()))
 
 
 SINCE = click.option("--since", default="24h", show_default=True,

@@ -16,6 +16,8 @@ from fleetctl.plan import APPLIED_FILE, WORK_DIR, HostPlan
 from fleetctl.playbook import Playbook
 from fleetctl.secrets import Masker, Secrets
 
+LOG_EXCERPT = 20  # agent log lines kept per Mac for the reports
+
 
 @dataclass
 class Step:
@@ -37,6 +39,7 @@ class HostResult:
     uploaded_bytes: int = 0
     duration_s: float = 0.0
     steps: list[Step] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)  # the agent's log since the run began (tail), for reports
 
 
 class HostFailed(Exception):
@@ -288,8 +291,9 @@ class HostRun:
         out = self._step("verify", render.render(
             "verify", since=since, log_file=p.log_file, wait_s=self.verify_s if wait or expect else 0,
             expect=expect or "check-in succeeded", package_id=agent.PACKAGE_ID, label=agent.LABEL,
-            hostid_path=p.hostid_path), privileged=True).out
+            hostid_path=p.hostid_path, excerpt_lines=LOG_EXCERPT), privileged=True).out
         v = facts.parse(out)
+        r.log = [self.mask(line) for line in v.get("log_line", [])]
         r.version_after = facts.first(v, "version") or None
         if r.version_after != version:
             raise HostFailed(f"verify: installed version is {r.version_after}, expected {version}")

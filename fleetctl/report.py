@@ -1,12 +1,8 @@
 """What the admin sees: live progress while hosts run, then a summary that fits a screen, and JSON."""
 from __future__ import annotations
 
-import json
 import threading
 from collections import Counter, defaultdict
-from dataclasses import asdict
-from datetime import datetime, timezone
-from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -91,16 +87,3 @@ def summary(console: Console, results: list[HostResult]) -> None:
     counts = Counter(r.status for r in results)
     sent = sum(r.uploaded_bytes for r in results)
     console.print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + f"; uploaded {sent / 1e6:.1f} MB")
-
-
-def write_json(path: Path, run_id: str, action: str, started: datetime, results: list[HostResult]) -> None:
-    doc = {
-        "run_id": run_id,
-        "action": action,
-        "started": started.isoformat(timespec="seconds"),
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "hosts": [asdict(r) for r in results],
-    }
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    tmp.replace(path)

@@ -14,10 +14,11 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from fleetctl import agent, engine, inventory, playbook, render, report, status
+from fleetctl import agent, engine, inventory, playbook, render, report, report_files, status
 from fleetctl.errors import UsageError
 from fleetctl.journal import DONE, Journal
 from fleetctl.plan import APPLIED_FILE, WORK_DIR, HostPlan, Planner
+from fleetctl.report_files import Outputs
 from fleetctl.secrets import Secrets
 from fleetctl.waves import assign
 
@@ -205,8 +206,7 @@ class Runner:
         return None
 
 
-def _finish(journal: Journal, run_id: str, action: str, state: str, console: Console,
-            json_path: Path | None) -> int:
+def _finish(journal: Journal, run_id: str, action: str, state: str, console: Console, outputs: Outputs) -> int:
     journal.finish(run_id, state)
     results = results_of(journal, run_id)
     report.summary(console, results)
@@ -214,9 +214,7 @@ def _finish(journal: Journal, run_id: str, action: str, state: str, console: Con
         console.print("Note: each Mac's asset record, licence and results stay on the Qualys platform; "
                       "remove them there.")
     console.print(f"run {run_id}: {state}", markup=False, highlight=False)
-    if json_path:
-        run = journal.run(run_id)
-        report.write_json(json_path, run_id, action, datetime.fromtimestamp(run.started, timezone.utc), results)
+    report_files.write(outputs, journal.run(run_id), results)
     if state == "halted":
         return EXIT_HALTED
     if state == "interrupted":
@@ -224,7 +222,7 @@ def _finish(journal: Journal, run_id: str, action: str, state: str, console: Con
     return EXIT_FAILED if any(r.status in ("failed", "unreachable") for r in results) else 0
 
 
-def _execute(runner: Runner, waves: list, total_hosts: int, json_path: Path | None) -> int:
+def _execute(runner: Runner, waves: list, total_hosts: int, outputs: Outputs) -> int:
     """Run the waves; whatever happens, Macs caught mid-way go back to pending in the journal."""
     journal, run_id = runner.journal, runner.run_id
     try:
@@ -235,7 +233,7 @@ def _execute(runner: Runner, waves: list, total_hosts: int, json_path: Path | No
         raise
     if state != "done":
         journal.reset_unfinished(run_id)
-    return _finish(journal, run_id, runner.book.action, state, runner.console, json_path)
+    return _finish(journal, run_id, runner.book.action, state, runner.console, outputs)
 
 
 def results_of(journal: Journal, run_id: str) -> list[engine.HostResult]:
@@ -251,7 +249,7 @@ def results_of(journal: Journal, run_id: str) -> list[engine.HostResult]:
 
 
 def run(playbook_path: Path, inventory_path: Path, limit: str | None, extra: tuple[str, ...], forks: int,
-        accept_new: bool, json_path: Path | None, console: Console, prompt: Callable[[str], str] | None,
+        accept_new: bool, outputs: Outputs, console: Console, prompt: Callable[[str], str] | None,
         retry_failed: str | None = None, journal: Journal | None = None) -> int:
     journal = journal or Journal()
     if retry_failed:
@@ -268,10 +266,10 @@ def run(playbook_path: Path, inventory_path: Path, limit: str | None, extra: tup
     console.print(f"run {run_id}: {book.action} on {len(plans)} Macs in {len(waves)} wave(s)", markup=False,
                   highlight=False)
     runner = Runner(journal, run_id, book, plans, secrets, forks, accept_new, console)
-    return _execute(runner, waves, len(plans), json_path)
+    return _execute(runner, waves, len(plans), outputs)
 
 
-def resume(run_id: str, forks: int | None, accept_new: bool, json_path: Path | None, console: Console,
+def resume(run_id: str, forks: int | None, accept_new: bool, outputs: Outputs, console: Console,
            prompt: Callable[[str], str] | None, journal: Journal | None = None) -> int:
     journal = journal or Journal()
     record = journal.run(run_id)
@@ -285,7 +283,7 @@ def resume(run_id: str, forks: int | None, accept_new: bool, json_path: Path | N
     pending = [n for n, _, s, _, _ in hosts if s not in DONE]  # failed Macs get another go too
     if not pending:
         journal.finish(run_id, "done")
-        return _finish(journal, run_id, record.action, "done", console, json_path)
+        return _finish(journal, run_id, record.action, "done", console, outputs)
     secrets = Secrets(prompt)
     book, inv, plans = _plans(Path(record.playbook), Path(record.inventory), ",".join(pending), record.extra, secrets)
     spec = {i: w for i, (w, _) in enumerate(assign([n for n, *_ in hosts], inv.groups, book.waves, book.max_fail))}
@@ -297,7 +295,7 @@ def resume(run_id: str, forks: int | None, accept_new: bool, json_path: Path | N
                   tuple(record.extra), forks or record.forks, [(n, 0) for n in pending], resume=True)
     console.print(f"resuming run {run_id}: {len(pending)} Macs left", markup=False, highlight=False)
     runner = Runner(journal, run_id, book, plans, secrets, forks or record.forks, accept_new, console)
-    return _execute(runner, waves, len(hosts), json_path)
+    return _execute(runner, waves, len(hosts), outputs)
 
 
 def list_runs(console: Console, journal: Journal | None = None) -> None:
@@ -311,13 +309,16 @@ def list_runs(console: Console, journal: Journal | None = None) -> None:
     console.print(table)
 
 
-def show_report(run_id: str, json_path: Path | None, console: Console, journal: Journal | None = None) -> int:
+def show_report(run_id: str, outputs: Outputs, fmt: str | None, console: Console,
+                journal: Journal | None = None) -> int:
+    """The summary again (or, with FMT, only that format on stdout, for pipes), and any files asked for."""
     journal = journal or Journal()
     record = journal.run(run_id)
     results = results_of(journal, run_id)
-    report.summary(console, results)
-    console.print(f"run {run_id}: {record.action}, {record.state}", markup=False, highlight=False)
-    if json_path:
-        report.write_json(json_path, run_id, record.action, datetime.fromtimestamp(record.started, timezone.utc),
-                          results)
+    if fmt:
+        console.file.write(report_files.render(fmt, report_files.document(record, results)))
+    else:
+        report.summary(console, results)
+        console.print(f"run {run_id}: {record.action}, {record.state}", markup=False, highlight=False)
+    report_files.write(outputs, record, results)
     return 0
