@@ -1,5 +1,5 @@
 # Set-up and entry points. Everything here runs as root on Debian: the lab needs namespaces.
-APT_PACKAGES := openssh-server sudo tinyproxy curl python3 iproute2 openssl
+APT_PACKAGES := openssh-server sudo tinyproxy curl python3 iproute2 openssl chromium fonts-liberation
 VENV := .venv
 PY := $(VENV)/bin/python
 
@@ -10,7 +10,7 @@ PEERS := ansible-core==2.19.14 pyinfra==3.10.0
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \

@@ -317,6 +317,92 @@ def inventory_cmd(inventory_path: Path, limit: str | None, graph: bool, host_nam
         click.echo(json.dumps(inventory.listing(inv), indent=4, sort_keys=True, default=str))
 
 
+@cli.group("export")
+def export() -> None:
+    """Scripts and profiles for Macs an MDM manages (Intune, Jamf), from the same playbook.
+
+    Secrets are never written into an export unless --embed-secrets asks for it.
+    """
+
+
+OUT = click.option("-o", "--out", type=FILE, help="Write to FILE (scripts get mode 755) instead of stdout.")
+
+
+def _emit(text: str | bytes, out: Path | None, executable: bool = False) -> None:
+    data = text.encode() if isinstance(text, str) else text
+    if out is None:
+        sys.stdout.buffer.write(data)
+        return
+    out.write_bytes(data)
+    out.chmod(0o755 if executable else 0o644)
+    err.print(f"wrote {out}", markup=False, highlight=False)
+
+
+@export.command("intune")
+@PLAYBOOK
+@EXTRA
+@click.option("--embed-secrets", is_flag=True, help="Write ActivationId, CustomerId (and proxy credentials) into "
+              "the script, from $FLEETCTL_*, the keyring or a prompt. Intune scripts take no parameters.")
+@OUT
+def export_intune(playbook_path: Path, extra: tuple[str, ...], embed_secrets: bool, out: Path | None) -> None:
+    """A shell script for Intune (run as root, once) that provisions the agent at either tool path.
+
+    \b
+    Example:
+      fleetctl export intune playbooks/rollout.yml -e server_uri=https://qagpublic.qg2.apps.qualys.com/CloudAgent \\
+        --embed-secrets -o qualys-provision.sh
+    """
+    from fleetctl import mdm, rollout
+
+    _emit(mdm.script("intune", playbook_path, rollout.parse_extra_vars(extra), embed_secrets, _prompt()), out, True)
+
+
+@export.command("jamf")
+@PLAYBOOK
+@EXTRA
+@OUT
+def export_jamf(playbook_path: Path, extra: tuple[str, ...], out: Path | None) -> None:
+    """A Jamf policy script: parameters 4-6 are ActivationId, CustomerId and ServerUri.
+
+    \b
+    Example:
+      fleetctl export jamf playbooks/rollout.yml -o qualys-provision-jamf.sh
+    """
+    from fleetctl import mdm, rollout
+
+    _emit(mdm.script("jamf", playbook_path, rollout.parse_extra_vars(extra), False, None), out, True)
+
+
+@export.command("pppc")
+@click.option("--organization", default="fleetctl", show_default=True, help="PayloadOrganization of the profile.")
+@OUT
+def export_pppc(organization: str, out: Path | None) -> None:
+    """A .mobileconfig granting the agent Full Disk Access (bundle com.qualys.cloud-agent, team CLRUMG7LZ6).
+
+    \b
+    Example:
+      fleetctl export pppc --organization "Example Corp IT" -o qualys-fda.mobileconfig
+    """
+    from fleetctl import mdm
+
+    _emit(mdm.pppc(organization), out)
+
+
+@export.command("av-exclusions")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@OUT
+def export_av(fmt: str, out: Path | None) -> None:
+    """The agent's directories and process, to exclude from anti-virus / EDR scanning.
+
+    \b
+    Example:
+      fleetctl export av-exclusions --format json
+    """
+    from fleetctl import mdm
+
+    _emit(mdm.av_exclusions(fmt), out)
+
+
 @cli.group()
 def secrets() -> None:
     """Keep ActivationId, CustomerId and passwords in the system keyring (service 'fleetctl').
