@@ -19,15 +19,51 @@ def _prompt():
     return (lambda text: click.prompt(text, hide_input=True)) if sys.stdin.isatty() else None
 
 
-def _out() -> Console:
-    """Pipes and CI logs get wide lines instead of 80-column wrapping."""
-    return Console() if sys.stdout.isatty() else Console(width=160)
+def _out(*machine_paths: Path | None) -> Console:
+    """Human output: stdout, or stderr when a report goes to stdout (`--json -`), so the two never mix.
+    Pipes and CI logs get wide lines instead of 80-column wrapping; NO_COLOR is honoured (rich)."""
+    stderr = any(str(p) == "-" for p in machine_paths if p)
+    tty = (sys.stderr if stderr else sys.stdout).isatty()
+    return Console(stderr=stderr) if tty else Console(stderr=stderr, width=160)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="fleetctl")
-def cli() -> None:
-    """Roll the Qualys Cloud Agent out to fleets of Macs over SSH, and keep it healthy."""
+@click.option("-v", "--verbose", count=True, help="More detail: -v every step as it starts, -vv also SSH debug.")
+@click.option("-q", "--quiet", is_flag=True, help="Only problems: no progress, summary rows for failed Macs only.")
+def cli(verbose: int, quiet: bool) -> None:
+    """Roll the Qualys Cloud Agent out to fleets of Macs over SSH, and keep it healthy.
+
+    \b
+    Start here:
+      fleetctl lab up --hosts 8                  # a simulated fleet to try things on (root)
+      fleetctl inventory -i hosts.ini --graph     # your Ansible inventory, as fleetctl reads it
+      fleetctl plan playbooks/rollout.yml -i hosts.ini
+      fleetctl run playbooks/rollout.yml -i hosts.ini --html report.html
+      fleetctl status -i hosts.ini
+    """
+    from fleetctl import report
+
+    if verbose and quiet:
+        raise click.UsageError("-v and -q contradict each other; pick one")
+    report.set_verbosity(-1 if quiet else verbose)
+
+
+@cli.command("completion")
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion_cmd(shell: str) -> None:
+    """Print the shell completion script for SHELL.
+
+    \b
+    Examples:
+      fleetctl completion bash > /etc/bash_completion.d/fleetctl
+      fleetctl completion zsh > "${fpath[1]}/_fleetctl"
+      fleetctl completion fish > ~/.config/fish/completions/fleetctl.fish
+    """
+    from click.shell_completion import get_completion_class
+
+    complete = get_completion_class(shell)(cli, {}, "fleetctl", "_FLEETCTL_COMPLETE")
+    click.echo(complete.source())
 
 
 @cli.group()
@@ -67,7 +103,12 @@ def lab_up(count: int, personas: str, lab_dir: Path) -> None:
 @lab.command("down")
 @DIR_OPTION
 def lab_down(lab_dir: Path) -> None:
-    """Stop every process the lab started and remove its namespaces, bridge and mounts."""
+    """Stop every process the lab started and remove its namespaces, bridge and mounts.
+
+    \b
+    Example:
+      fleetctl lab down --dir .fleetlab
+    """
     from fleetctl.lab import fleet
 
     fleet.down(lab_dir)
@@ -77,7 +118,12 @@ def lab_down(lab_dir: Path) -> None:
 @lab.command("status")
 @DIR_OPTION
 def lab_status(lab_dir: Path) -> None:
-    """Show each simulated Mac: address, personas, whether its SSH server runs."""
+    """Show each simulated Mac: address, personas, whether its SSH server runs.
+
+    \b
+    Example:
+      fleetctl lab status
+    """
     from fleetctl.lab import fleet
     from fleetctl.lab.status import show
 
@@ -103,9 +149,9 @@ def lab_pkg(version: str, arch: str, size_mb: int, out: Path) -> None:
 
 
 PLAYBOOK = click.argument("playbook_path", metavar="PLAYBOOK", type=click.Path(dir_okay=False, path_type=Path))
-FILE = click.Path(dir_okay=False, path_type=Path)
+FILE = click.Path(dir_okay=False, path_type=Path, allow_dash=True)
 JSON = click.option("--json", type=FILE, help="Write the report as JSON (schema fleetctl.report/1, "
-                    "docs/report-schema.md).")
+                    "docs/report-schema.md); '-' for stdout (the summary then goes to stderr).")
 JUNIT = click.option("--junit", type=FILE, help="Write the report as JUnit XML, one testcase per Mac, for CI.")
 HTML = click.option("--html", type=FILE, help="Write the report as one self-contained HTML page.")
 
@@ -173,7 +219,7 @@ def run_cmd(playbook_path: Path, inventory_path: Path, limit: str | None, extra:
     from fleetctl import rollout
 
     code = rollout.run(playbook_path, inventory_path, limit, extra, forks, accept_new_hostkeys,
-                       _outputs(json, junit, html), _out(), _prompt(), retry_failed)
+                       _outputs(json, junit, html), _out(json, junit, html), _prompt(), retry_failed)
     sys.exit(code)
 
 
@@ -196,12 +242,18 @@ def resume_cmd(run_id: str, forks: int | None, accept_new_hostkeys: bool, json: 
     """
     from fleetctl import rollout
 
-    sys.exit(rollout.resume(run_id, forks, accept_new_hostkeys, _outputs(json, junit, html), _out(), _prompt()))
+    sys.exit(rollout.resume(run_id, forks, accept_new_hostkeys, _outputs(json, junit, html), _out(json, junit, html),
+                            _prompt()))
 
 
 @cli.command("runs")
 def runs_cmd() -> None:
-    """List recent runs from the journal ($FLEETCTL_STATE_DIR, default ~/.local/state/fleetctl)."""
+    """List recent runs from the journal ($FLEETCTL_STATE_DIR, default ~/.local/state/fleetctl).
+
+    \b
+    Example:
+      fleetctl runs
+    """
     from fleetctl import rollout
 
     rollout.list_runs(_out())
@@ -225,7 +277,7 @@ def report_cmd(run_id: str, fmt: str | None, json: Path | None, junit: Path | No
     """
     from fleetctl import rollout
 
-    sys.exit(rollout.show_report(run_id, _outputs(json, junit, html), fmt, _out()))
+    sys.exit(rollout.show_report(run_id, _outputs(json, junit, html), fmt, _out(json, junit, html)))
 
 
 SINCE = click.option("--since", default="24h", show_default=True,
@@ -238,7 +290,8 @@ SINCE = click.option("--since", default="24h", show_default=True,
 @SINCE
 @click.option("--forks", "-f", type=click.IntRange(1, 1000), default=100, show_default=True)
 @click.option("--accept-new-hostkeys", is_flag=True, help="Trust keys of Macs seen for the first time.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the status as JSON.")
+@click.option("--json", "json_path", type=FILE, help="Write the status as JSON; '-' for stdout (the table then "
+              "goes to stderr).")
 def status_cmd(inventory_path: Path, limit: str | None, since: str, forks: int, accept_new_hostkeys: bool,
                json_path: Path | None) -> None:
     """Which Macs are healthy right now: version, provisioned, daemon, last check-in, log errors.
@@ -250,16 +303,14 @@ def status_cmd(inventory_path: Path, limit: str | None, since: str, forks: int, 
     Example:
       fleetctl status -i inventory.yml --since 2h --json status.json
     """
-    import json
-
     from fleetctl import status
 
     since_value = status.parse_since(since)
     hosts = status.select(inventory_path, limit)
     results = status.sweep(hosts, status.collect_secrets(hosts, _prompt()), since_value, forks, accept_new_hostkeys)
-    status.show(_out(), results, since)
+    status.show(_out(json_path), results, since)
     if json_path:
-        json_path.write_text(json.dumps(status.as_json(results, since), indent=1) + "\n")
+        status.write_json(json_path, results, since)
     sys.exit(3 if any(r.health in ("unhealthy", "unreachable") for r in results) else 0)
 
 
@@ -416,7 +467,13 @@ def secrets() -> None:
 @secrets.command("set")
 @click.argument("name")
 def secrets_set(name: str) -> None:
-    """Store NAME (the value is read from a hidden prompt or stdin, never from argv)."""
+    """Store NAME (the value is read from a hidden prompt or stdin, never from argv).
+
+    \b
+    Examples:
+      fleetctl secrets set activation_id
+      pass show qualys/customer-id | fleetctl secrets set customer_id
+    """
     from fleetctl import secrets as store
 
     value = click.prompt(f"value for {name}", hide_input=True) if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
@@ -430,7 +487,12 @@ def secrets_set(name: str) -> None:
 @click.argument("name")
 @click.option("--show", is_flag=True, help="Print the value itself (otherwise only whether it is set).")
 def secrets_get(name: str, show: bool) -> None:
-    """Tell whether NAME is set; --show prints it."""
+    """Tell whether NAME is set; --show prints it.
+
+    \b
+    Example:
+      fleetctl secrets get activation_id
+    """
     from fleetctl import secrets as store
 
     value = store.fetch(name)
@@ -442,7 +504,12 @@ def secrets_get(name: str, show: bool) -> None:
 @secrets.command("delete")
 @click.argument("name")
 def secrets_delete(name: str) -> None:
-    """Remove NAME from the keyring."""
+    """Remove NAME from the keyring.
+
+    \b
+    Example:
+      fleetctl secrets delete finance_sudo
+    """
     from fleetctl import secrets as store
 
     if not store.delete(name):

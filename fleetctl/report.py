@@ -1,4 +1,4 @@
-"""What the admin sees: live progress while hosts run, then a summary that fits a screen, and JSON."""
+"""What the admin sees: live progress while hosts run, then a summary that fits a screen."""
 from __future__ import annotations
 
 import threading
@@ -12,6 +12,17 @@ from fleetctl.engine import Events, HostResult
 
 STYLE = {"ok": "green", "changed": "cyan", "failed": "red", "unreachable": "magenta"}
 GROUP_ABOVE = 25  # more hosts than this: identical outcomes share a row
+verbosity = 0  # -q: -1 (problems only), -v: 1 (every step), -vv: 2 (and SSH debug); set once by the CLI
+
+
+def set_verbosity(level: int) -> None:
+    global verbosity
+    verbosity = level
+    if level >= 2:
+        import logging
+
+        logging.basicConfig(format="%(asctime)s %(name)s: %(message)s")
+        logging.getLogger("paramiko").setLevel(logging.DEBUG)
 
 
 class Live:
@@ -25,7 +36,7 @@ class Live:
         self.bytes = 0
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console,
-                                 transient=True, disable=not console.is_terminal)
+                                 transient=True, disable=not console.is_terminal or verbosity < 0)
         self.task = self.progress.add_task("hosts", total=total, info="")
 
     def _refresh(self) -> None:
@@ -38,6 +49,8 @@ class Live:
             with self.lock:
                 self.running.add(host)
                 self._refresh()
+                if verbosity > 0:
+                    self.progress.console.print(f"{host}: {name}", highlight=False, markup=False)
 
         def sent(n: int) -> None:  # called per upload chunk: count only; the display catches up
             with self.lock:
@@ -49,7 +62,8 @@ class Live:
                 self.counts[result.status] += 1
                 self.progress.advance(self.task)
                 self._refresh()
-                if not self.console.is_terminal:
+                quiet_ok = verbosity < 0 and result.status in ("ok", "changed")
+                if (not self.console.is_terminal or verbosity > 0) and not quiet_ok:
                     self.console.print(f"{result.name}: {result.status}" + (f" ({result.reason})" if result.reason else ""),
                                        highlight=False, markup=False)
 
@@ -64,6 +78,16 @@ class Live:
 
 
 def summary(console: Console, results: list[HostResult]) -> None:
+    """A table of every Mac (identical outcomes grouped above GROUP_ABOVE); with -q only the problems."""
+    shown = [r for r in results if r.status not in ("ok", "changed")] if verbosity < 0 else results
+    if shown:
+        console.print(_table(shown))
+    counts = Counter(r.status for r in results)
+    sent = sum(r.uploaded_bytes for r in results)
+    console.print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + f"; uploaded {sent / 1e6:.1f} MB")
+
+
+def _table(results: list[HostResult]) -> Table:
     if len(results) <= GROUP_ABOVE:
         table = Table(title="rollout")
         for col in ("host", "arch", "macOS", "version", "result", "time", "reason"):
@@ -83,7 +107,4 @@ def summary(console: Console, results: list[HostResult]) -> None:
         for (status, reason), names in sorted(groups.items(), key=lambda g: (-len(g[1]), g[0])):
             which = ", ".join(names[:5]) + (f", … (+{len(names) - 5})" if len(names) > 5 else "")
             table.add_row(str(len(names)), f"[{STYLE.get(status, 'white')}]{status}[/]", reason, which)
-    console.print(table)
-    counts = Counter(r.status for r in results)
-    sent = sum(r.uploaded_bytes for r in results)
-    console.print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + f"; uploaded {sent / 1e6:.1f} MB")
+    return table

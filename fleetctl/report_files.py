@@ -4,6 +4,7 @@ journal, so `fleetctl report RUN_ID` re-renders any of them later."""
 from __future__ import annotations
 
 import json
+import sys
 import xml.etree.ElementTree as ET
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -120,6 +121,9 @@ def render(fmt: str, doc: dict) -> str:
 def write(outputs: Outputs, run: Run, results: list[HostResult]) -> None:
     doc = document(run, results)
     for fmt, path in outputs.items():
+        if str(path) == "-":
+            sys.stdout.write(render(fmt, doc))
+            continue
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(render(fmt, doc))
         tmp.replace(path)

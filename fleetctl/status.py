@@ -1,7 +1,9 @@
 """`fleetctl status` and `fleetctl logs`: read-only, one round trip per Mac, safe to run hourly."""
 from __future__ import annotations
 
+import json
 import re
+import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -11,7 +13,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from fleetctl import agent, agentlog, facts, inventory, render, ssh, sshconfig
+from fleetctl import agent, agentlog, facts, inventory, render, report, ssh, sshconfig
 from fleetctl.errors import UsageError
 from fleetctl.inventory import Host
 from fleetctl.sshconfig import Endpoint
@@ -148,7 +150,8 @@ def show(console: Console, results: list[HostStatus], since_text: str) -> None:
         table.add_column(col)
     for (version, health), n in sorted(by.items(), key=lambda kv: (-kv[1], kv[0])):
         table.add_row(str(n), version, health)
-    console.print(table)
+    if report.verbosity >= 0:  # -q: only what needs attention
+        console.print(table)
     trouble = [r for r in results if r.health in ("unhealthy", "unreachable")]
     if trouble:
         detail = Table(title="needs attention")
@@ -157,6 +160,14 @@ def show(console: Console, results: list[HostStatus], since_text: str) -> None:
         for r in trouble[:200]:
             detail.add_row(r.name, r.version or "-", r.health, r.last_checkin or "-", str(r.errors), "; ".join(r.problems))
         console.print(detail)
+
+
+def write_json(path: Path, results: list[HostStatus], since_text: str) -> None:
+    text = json.dumps(as_json(results, since_text), indent=1) + "\n"
+    if str(path) == "-":
+        sys.stdout.write(text)
+    else:
+        path.write_text(text)
 
 
 def as_json(results: list[HostStatus], since_text: str) -> dict:
