@@ -79,8 +79,9 @@ def junit(doc: dict) -> str:
         case = ET.SubElement(suite, "testcase", classname=f"fleetctl.{doc['action']}", name=h["name"],
                              time=f"{h['duration_s']:.3f}")
         reason = h["reason"] or h["status"]
-        detail = "\n".join([f"reason: {reason}"] + [f"{s['name']}: {s['status']} {s['detail']}".rstrip()
-                                                    for s in h["steps"]])
+        steps = [f"{s['name']}: {s['status']} ({s['duration_s']:.1f}s)"
+                 + (f"\n{s['detail']}" if s["status"] == "failed" and s["detail"] else "") for s in h["steps"]]
+        detail = "\n".join([f"reason: {reason}", *steps])
         if h["log"]:
             detail += "\n\nagent log:\n" + "\n".join(h["log"])
         if h["status"] == "failed":

@@ -188,7 +188,7 @@ class Runner:
         unhealthy = 0
         for result in changed:
             plan = self.plans[result.name]
-            s = status.check(plan.host, self.secrets, since, self.accept_new)
+            s = status.check(plan.host, plan.endpoint, self.secrets, since, self.accept_new)
             problems = list(s.problems)
             if s.version != result.version_after:
                 problems.append(f"version {s.version}, expected {result.version_after}")

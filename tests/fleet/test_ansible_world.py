@@ -24,7 +24,7 @@ CHROMIUM = shutil.which("chromium")
 def admin_setup(lab: Lab, tmp_path_factory) -> tuple[Path, dict]:
     d = tmp_path_factory.mktemp("ansible")
     lab_vars = lab.inventory["all"]["vars"]
-    (d / "hosts.ini").write_text("# as an Ansible user keeps it\n[office]\nmac-[020:022]\n\n[retired]\nmac-010\n\n"
+    (d / "hosts.ini").write_text("# as an Ansible user keeps it\n[office]\nmac-[020:022]\n\n[retired]\nmac-010\nmac-013\n\n"
                                  "[macs:children]\noffice\nretired\n\n[macs:vars]\nansible_user=admin\n")
     (d / "group_vars").mkdir()
     (d / "group_vars" / "all.yml").write_text(yaml.safe_dump({
@@ -33,7 +33,8 @@ def admin_setup(lab: Lab, tmp_path_factory) -> tuple[Path, dict]:
         "fleetctl_pod_ca": lab_vars["fleetctl_pod_ca"], "agent_pkg_arm64": lab_vars["agent_pkg_arm64"],
         "agent_pkg_x86_64": lab_vars["agent_pkg_x86_64"]}))
     (d / "host_vars").mkdir()
-    (d / "host_vars" / "mac-010.yml").write_text(f"ansible_host: {lab.mac('mac-010').address}\n")
+    for name in ("mac-010", "mac-013"):  # unreachable; its agent crashes
+        (d / "host_vars" / f"{name}.yml").write_text(f"ansible_host: {lab.mac(name).address}\n")
     config = [f"Host bastion\n  HostName {lab.mac('mac-019').address}\n  User admin\n  IdentityFile {lab.key}\n"]
     config += [f"Host {name}\n  HostName {lab.mac(name).address}\n" for name in OFFICE]
     config += ["Host mac-02*\n  ProxyJump bastion\n", "Host *\n  ConnectTimeout 3\n"]
@@ -56,17 +57,18 @@ def test_inventory_resolves_like_ansible_inventory(admin_setup):
     assert graph.returncode == 0, graph.stderr
     assert graph.stdout.splitlines() == ["@all:", "  |--@macs:", "  |  |--@office:", "  |  |  |--mac-020",
                                          "  |  |  |--mac-021", "  |  |  |--mac-022", "  |  |--@retired:",
-                                         "  |  |  |--mac-010"]
+                                         "  |  |  |--mac-010", "  |  |  |--mac-013"]
 
 
 def test_rollout_through_the_bastion_with_junit_and_html(admin_setup, lab: Lab):
     d, env = admin_setup
     done = _fleetctl(env, "run", str(ROOT / "playbooks/rollout.yml"), "-i", str(d / "hosts.ini"),
                      "--json", str(d / "r.json"), "--junit", str(d / "r.xml"), "--html", str(d / "r.html"))
-    assert done.returncode == 3, done.stdout + done.stderr  # mac-010 is unreachable
+    assert done.returncode == 3, done.stdout + done.stderr  # mac-010 is unreachable, mac-013's agent crashes
     assert "\x1b[" not in done.stdout  # NO_COLOR and no live widgets when not a terminal
     doc = json.loads((d / "r.json").read_text())
-    assert doc["schema"] == "fleetctl.report/1" and doc["summary"]["by_status"] == {"changed": 3, "unreachable": 1}
+    assert doc["schema"] == "fleetctl.report/1" and doc["summary"]["by_status"] == {"changed": 3, "unreachable": 1,
+                                                                          "failed": 1}
     hosts = {h["name"]: h for h in doc["hosts"]}
     for name in OFFICE:
         assert hosts[name]["status"] == "changed", hosts[name]
@@ -75,10 +77,14 @@ def test_rollout_through_the_bastion_with_junit_and_html(admin_setup, lab: Lab):
 
     suites = ET.parse(d / "r.xml").getroot()
     suite = suites.find("testsuite")
-    assert (suites.get("tests"), suites.get("failures"), suites.get("errors")) == ("4", "0", "1")
+    assert (suites.get("tests"), suites.get("failures"), suites.get("errors")) == ("5", "1", "1")
     cases = {c.get("name"): c for c in suite.findall("testcase")}
-    assert sorted(cases) == ["mac-010", *OFFICE]
+    assert sorted(cases) == ["mac-010", "mac-013", *OFFICE]
     assert cases["mac-010"].find("error").get("message").startswith("timed out")
+    failure = cases["mac-013"].find("failure")
+    assert "daemon is not running" in failure.get("message")
+    assert "\nverify: " in failure.text and "agent log:\n" in failure.text  # steps, and the agent's own words
+    assert "[qualys-cloud-agent]" in failure.text.split("agent log:\n")[1]
     assert "check-in succeeded" in cases["mac-020"].find("system-out").text
 
     again = _fleetctl(env, "report", doc["run_id"], "--format", "junit")
@@ -105,7 +111,7 @@ def _check_in_browser(page: Path, out: Path) -> None:
     assert 'data-ready="1"' in dom, dom[-2000:]
     assert '<pre id="errors" hidden="">' in dom  # the page's own error box stayed empty
     assert dom.count('<tr data-status="changed">') == 3  # filtered by the link: the rest hidden
-    assert '<tr data-status="unreachable" hidden="">' in dom and "3 of 4 Macs" in dom
+    assert '<tr data-status="unreachable" hidden="">' in dom and "3 of 5 Macs" in dom
 
 
 def test_status_through_the_bastion(admin_setup):

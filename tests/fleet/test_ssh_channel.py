@@ -1,5 +1,10 @@
-"""fleetctl's SSH connection against a real sshd: commands that exit before reading all their stdin."""
+"""fleetctl's SSH connection against a real sshd: early exits, bastions (ProxyJump), ssh-agent."""
 from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
 
 import pytest
 
@@ -47,3 +52,21 @@ def test_a_mac_behind_the_bastion_is_reached_only_through_it(lab: Lab):
     no_jump = Endpoint(direct.hostname, 22, "admin", (str(lab.key),), 5.0)
     with pytest.raises(ssh.Unreachable, match="authentication failed for admin@"):
         ssh.Connection(no_jump, lab.known_hosts, False)
+
+
+def test_keys_in_ssh_agent_log_in(lab: Lab, tmp_path, monkeypatch):
+    """No key file anywhere (empty HOME): only the ssh-agent holds the key."""
+    sock = tmp_path / "agent.sock"
+    started = subprocess.run(["ssh-agent", "-a", str(sock)], capture_output=True, text=True, check=True, timeout=10)
+    pid = int(re.search(r"SSH_AGENT_PID=(\d+)", started.stdout)[1])
+    try:
+        subprocess.run(["ssh-add", "-q", str(lab.key)], env={**os.environ, "SSH_AUTH_SOCK": str(sock)},
+                       check=True, capture_output=True, timeout=10)
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+        monkeypatch.setenv("HOME", str(tmp_path))
+        mac = lab.mac("mac-001")
+        conn = ssh.Connection(Endpoint(mac.address, 22, "admin", (), 5.0), lab.known_hosts, False)
+        assert conn.run("echo via agent").out == "via agent\n"
+        conn.close()
+    finally:
+        os.kill(pid, signal.SIGTERM)
