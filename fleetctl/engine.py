@@ -67,6 +67,7 @@ class HostRun:
         self.result = HostResult(plan.host.name)
         self.conn: ssh.Connection | None = None
         self.mode, self.password = ssh.SHELL, None
+        self.memsize: int | None = None
 
     def _step(self, name: str, script: str, privileged: bool = False, check: bool = True) -> ssh.Result:
         if self.abort.is_set():
@@ -111,6 +112,7 @@ class HostRun:
             "probe", package_id=agent.PACKAGE_ID, label=agent.LABEL, hostid_path=p.hostid_path,
             applied_file=APPLIED_FILE)).out)
         r.arch, r.macos = facts.first(probe, "arch") or None, facts.first(probe, "macos") or None
+        self.memsize = facts.number(probe, "memsize")
         r.version_before = r.version_after = facts.first(probe, "agent_version") or None
         self.since = facts.first(probe, "now")
         self._privilege(probe)
@@ -256,7 +258,7 @@ class HostRun:
         p, r = self.plan, self.result
         if r.arch not in ("arm64", "x86_64"):
             raise HostFailed(f"not a Mac we know: uname -m says {r.arch!r}")
-        memory = facts.number(f, "memsize")
+        memory = self.memsize
         if memory is not None and memory < agent.MIN_MEMORY:
             raise HostFailed(f"memory {memory >> 20} MB is below the agent's 512 MB minimum")
         disk = facts.number(f, "disk_free_kb")

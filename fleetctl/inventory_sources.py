@@ -43,10 +43,11 @@ def _read_file(path: Path, builder: Builder) -> None:
 
 
 def _looks_like_yaml(path: Path) -> bool:
+    """No suffix (Ansible's `hosts`): YAML starts with a `group:` line, INI with `[group]` or a host."""
     for line in path.read_text(errors="replace").splitlines():
         text = line.strip()
         if text and not text.startswith(("#", ";", "---")):
-            return not text.startswith("[") and text.endswith(":") or text.startswith("all:")
+            return text.startswith("all:") or (not text.startswith("[") and text.endswith(":"))
     return True
 
 

@@ -59,11 +59,10 @@ def _resolve(alias: str, user: str | None, port: int | None, key_file: str | Non
     cfg = _config(config_path).lookup(alias)
     if "proxycommand" in cfg and not (jump or cfg.get("proxyjump")):
         raise UsageError(f"{where}: ProxyCommand in {config_path} is not supported; use ProxyJump")
-    keys = (key_file,) if key_file else tuple(cfg.get("identityfile", ()))
+    keys = tuple(str(Path(k).expanduser()) for k in ([key_file] if key_file else cfg.get("identityfile", [])))
     config_port = cfg.get("port", "22")
     if not config_port.isdigit():
         raise UsageError(f"{where}: Port {config_port!r} in {config_path} is not a number")
-    keys = tuple(str(Path(k).expanduser()) for k in keys)
     chain = [s for s in (jump or cfg.get("proxyjump") or "").split(",") if s.strip()]
     hop = None
     if chain and chain != ["none"]:

@@ -89,6 +89,22 @@ def test_configure_changes_only_what_differs(rolled_out, tmp_path):
     assert all(again[name]["status"] == "ok" for name in HEALTHY)
 
 
+def test_run_as_group_must_exist(rolled_out, tmp_path):
+    """A missing Group stops the Mac in preflight; built-in groups need no Directory Services lookup."""
+    lab, env = rolled_out
+    mac = lab.mac("mac-001")
+    missing, builtin = tmp_path / "missing.yml", tmp_path / "staff.yml"
+    missing.write_text("action: configure\nagent:\n  Group: qualysagents\n")
+    builtin.write_text("action: configure\nagent:\n  Group: staff\n")
+    before = mac.count("dscl")
+    host = play(lab, env, missing, "--limit", "mac-001")["by_name"]["mac-001"]
+    assert host["status"] == "failed" and "group 'qualysagents' does not exist" in host["reason"], host
+    assert [s["name"] for s in host["steps"]][-1] == "preflight"  # nothing changed
+    assert mac.count("dscl") == before + 1
+    host = play(lab, env, builtin, "--limit", "mac-001")["by_name"]["mac-001"]
+    assert host["status"] == "changed" and mac.count("dscl") == before + 1, host
+
+
 def test_configure_migrates_the_subscription(rolled_out, tmp_path):
     lab, env = rolled_out
     playbook = tmp_path / "migrate.yml"
