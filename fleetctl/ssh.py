@@ -62,15 +62,19 @@ class _Jumps:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.open: dict[Endpoint, Connection] = {}
+        self.failed: dict[Endpoint, str] = {}  # a bastion that refused us: the Macs behind it fail at once
 
     def channel(self, jump: Endpoint, target: Endpoint, known_hosts: Path, accept_new: bool) -> paramiko.Channel:
         with self.lock:
+            if jump in self.failed:
+                raise Unreachable(self.failed[jump])
             conn = self.open.get(jump)
             if conn is None or not conn.transport.is_active():
                 try:
                     conn = self.open[jump] = Connection(jump, known_hosts, accept_new)
                 except Unreachable as e:
-                    raise Unreachable(f"jump host {jump}: {e}") from None
+                    self.failed[jump] = f"jump host {jump}: {e}"
+                    raise Unreachable(self.failed[jump]) from None
         try:
             return conn.transport.open_channel("direct-tcpip", (target.hostname, target.port), ("127.0.0.1", 0),
                                                timeout=target.timeout)
@@ -83,11 +87,11 @@ class _Jumps:
             for conn in self.open.values():
                 conn.close()
             self.open.clear()
+            self.failed.clear()
 
 
 class Connection:
     def __init__(self, where: Endpoint, known_hosts: Path, accept_new: bool):
-        self.address, self.port = where.hostname, where.port
         self.client = paramiko.SSHClient()
         try:
             self.client.load_host_keys(str(known_hosts))

@@ -70,3 +70,15 @@ def test_keys_in_ssh_agent_log_in(lab: Lab, tmp_path, monkeypatch):
         conn.close()
     finally:
         os.kill(pid, signal.SIGTERM)
+
+
+def test_an_unreachable_bastion_fails_every_mac_behind_it_with_its_reason(lab: Lab):
+    dead = Endpoint(lab.mac("mac-010").address, 22, "admin", (str(lab.key),), 2.0)  # nothing answers there
+    try:
+        for name in ("mac-020", "mac-021"):
+            target = Endpoint(lab.mac(name).address, 22, "admin", (str(lab.key),), 2.0, dead)
+            with pytest.raises(ssh.Unreachable, match=r"jump host admin@198\.18\.\S+: timed out after 2s"):
+                ssh.Connection(target, lab.known_hosts, False)
+        assert list(ssh.JUMPS.failed) == [dead]  # tried once, not once per Mac
+    finally:
+        ssh.JUMPS.close()
