@@ -106,13 +106,14 @@ class Builder:
         self.group_vars: dict[str, list[dict]] = {"all": []}  # inline in the inventory
         self.group_files: dict[str, list[dict]] = {"all": []}  # from group_vars/
         self.parents: dict[str, set[str]] = {"all": set()}
-        self.direct: dict[str, list[str]] = {"all": []}
+        self.direct: dict[str, dict[str, None]] = {"all": {}}  # group -> its own hosts (an ordered set)
+        self._seen: dict[str, frozenset[str]] = {}  # group -> itself and its ancestors, once built
 
     def group(self, name: str, parent: str | None = None, variables: dict | None = None) -> None:
         self.group_vars.setdefault(name, [])
         self.group_files.setdefault(name, [])
         self.parents.setdefault(name, set())
-        self.direct.setdefault(name, [])
+        self.direct.setdefault(name, {})
         if parent and parent != name:
             self.group(parent)
             self.parents[name].add(parent)
@@ -124,19 +125,21 @@ class Builder:
         if name not in self.hosts:
             self.hosts[name] = Host(name, {}, [], line, source)
             self.host_vars[name] = []
-        if name not in self.direct[group]:
-            self.direct[group].append(name)
+        self.direct[group][name] = None
         if variables:
             self.host_vars[name].append(variables)
 
-    def _ancestors(self, group: str, path: tuple[str, ...] = ()) -> set[str]:
+    def _ancestors(self, group: str, path: tuple[str, ...] = ()) -> frozenset[str]:
+        if group in self._seen:
+            return self._seen[group]
         if group in path:
             raise UsageError(f"group {group!r} contains itself (via {' -> '.join(path + (group,))}); "
                              "remove one of the children: entries")
         found = {group}
         for parent in self.parents.get(group, ()):
             found |= self._ancestors(parent, path + (group,))
-        return found
+        self._seen[group] = frozenset(found)
+        return self._seen[group]
 
     def _depth(self, group: str) -> int:
         parents = self.parents.get(group) or ({"all"} if group != "all" else set())
@@ -145,16 +148,19 @@ class Builder:
     def build(self, path: Path) -> Inventory:
         if not self.hosts:
             raise UsageError(f"{path}: the inventory lists no hosts")
-        grouped = {h for g, names in self.direct.items() if g not in ("all", "ungrouped") for h in names}
-        for name in self.hosts:
-            if name not in grouped and name not in self.direct.get("ungrouped", []):
-                self.host(name, "ungrouped", {}, self.hosts[name].source, self.hosts[name].line)
+        direct_of: dict[str, list[str]] = {}
+        for group, names in self.direct.items():
+            for name in names:
+                direct_of.setdefault(name, []).append(group)
+        for name, host in self.hosts.items():
+            if not set(direct_of[name]) - {"all", "ungrouped"} and "ungrouped" not in direct_of[name]:
+                self.host(name, "ungrouped", {}, host.source, host.line)
+                direct_of[name].append("ungrouped")
         groups: dict[str, set[str]] = {g: set() for g in self.parents if g != "all"}
         for name, host in self.hosts.items():
             member_of = {"all"}
-            for group, names in self.direct.items():
-                if name in names:
-                    member_of |= self._ancestors(group)
+            for group in direct_of[name]:
+                member_of |= self._ancestors(group)
             # Ansible's order: all's inline vars, group_vars/all, other groups' inline vars
             # (shallow first), their group_vars/ files, the host's inline vars, host_vars/.
             others = sorted(member_of - {"all"}, key=lambda g: (self._depth(g), g))
