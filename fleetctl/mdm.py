@@ -44,7 +44,7 @@ def script(flavour: str, playbook_path: Path, extra: dict[str, Any], embed: bool
             raise UsageError("the proxy has credentials: export with --embed-secrets (Intune), or use a proxy "
                              "without them for MDM-managed Macs")
         pseudo = Host("mdm-export", variables, [], 1, playbook_path)
-        proxy, _ = Planner(book, secrets)._proxy(pseudo, variables)
+        proxy, _ = Planner(book, secrets).proxy(pseudo, variables)
         proxy_content = proxy.file_content() if proxy else None
     values = {"activation_id": "", "customer_id": ""}
     if secrets:

@@ -135,7 +135,7 @@ class Planner:
                                          "(the value is not shown)")
         if action in ("install", "configure"):
             options.update(self.playbook.options)
-        proxy, routes = self._proxy(host, v)
+        proxy, routes = self.proxy(host, v)
         ca_bundle = None
         if v.get("proxy_ca_bundle"):
             try:
@@ -168,7 +168,9 @@ class Planner:
             group=options.get("Group", "wheel"),
         )
 
-    def _proxy(self, host: Host, v: dict) -> tuple[agent.Proxy | None, list[Route]]:
+    def proxy(self, host: Host, v: dict) -> tuple[agent.Proxy | None, list[Route]]:
+        """The proxy file's content and the routes preflight tries, from the proxy_* variables
+        (also used by the MDM exports, with a stand-in host for error messages)."""
         urls = v.get("proxy_urls")
         if not urls:
             return None, [Route("direct", "")]
