@@ -349,23 +349,9 @@ def inventory_cmd(inventory_path: Path, limit: str | None, graph: bool, host_nam
       fleetctl inventory -i hosts.ini --host fin-mini.example.com
       fleetctl inventory -i hosts.ini --limit 'finance:&intel'
     """
-    import json
-
     from fleetctl import inventory
 
-    inv = inventory.load(inventory_path)
-    if limit:
-        keep = {h.name for h in inv.select(limit)}
-        inv.hosts = {n: h for n, h in inv.hosts.items() if n in keep}
-        inv.direct = {g: [n for n in names if n in keep] for g, names in inv.direct.items()}
-    if graph:
-        click.echo("\n".join(inventory.graph(inv)))
-    elif host_name:
-        if host_name not in inv.hosts:
-            raise FleetError(f"host {host_name!r} is not in {inventory_path}")
-        click.echo(json.dumps(inv.hosts[host_name].vars, indent=4, sort_keys=True, default=str))
-    else:
-        click.echo(json.dumps(inventory.listing(inv), indent=4, sort_keys=True, default=str))
+    click.echo(inventory.describe(inventory.load(inventory_path), limit, graph, host_name))
 
 
 @cli.group("export")

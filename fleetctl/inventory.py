@@ -8,6 +8,7 @@ group_vars/host_vars files.
 from __future__ import annotations
 
 import fnmatch
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -220,6 +221,21 @@ def load(path: Path) -> Inventory:
     builder = Builder()
     inventory_sources.read(path, builder)
     return builder.build(path)
+
+
+def describe(inv: Inventory, limit: str | None, as_graph: bool, host: str | None) -> str:
+    """`fleetctl inventory`: the --list JSON, the --graph tree, or one --host's variables."""
+    if limit:
+        keep = {h.name for h in inv.select(limit)}
+        inv.hosts = {n: h for n, h in inv.hosts.items() if n in keep}
+        inv.direct = {g: [n for n in names if n in keep] for g, names in inv.direct.items()}
+    if as_graph:
+        return "\n".join(graph(inv))
+    if host is not None:
+        if host not in inv.hosts:
+            raise UsageError(f"host {host!r} is not in {inv.path}" + (f" (with --limit {limit})" if limit else ""))
+        return json.dumps(inv.hosts[host].vars, indent=4, sort_keys=True, default=str)
+    return json.dumps(listing(inv), indent=4, sort_keys=True, default=str)
 
 
 def listing(inv: Inventory) -> dict:

@@ -156,3 +156,17 @@ def test_bad_ssh_config_is_a_usage_error_naming_the_host(tmp_path, config, words
     with pytest.raises(UsageError) as e:
         sshconfig.endpoint(_host(tmp_path, config))
     assert words in str(e.value) and "inv.yml:3: host 'mac01'" in str(e.value)
+
+
+def test_describe_has_ansible_inventorys_shapes():
+    import json
+
+    listing = json.loads(inventory.describe(inventory.load(OFFICE), "intel", False, None))
+    assert listing["all"] == {"children": ["macs", "ungrouped"]}
+    assert listing["intel"]["hosts"] == ["fin-mini.example.com", "legacy-mac1.example.com",
+                                         "legacy-mac3.example.com", "legacy-mac5.example.com"]
+    assert set(listing["_meta"]["hostvars"]) == set(listing["intel"]["hosts"])
+    one = json.loads(inventory.describe(inventory.load(OFFICE), None, False, "fin-mini.example.com"))
+    assert one["ansible_host"] == "10.20.0.15"
+    with pytest.raises(UsageError, match="'nope' is not in"):
+        inventory.describe(inventory.load(OFFICE), None, False, "nope")
