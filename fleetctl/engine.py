@@ -184,7 +184,7 @@ class HostRun:
             hostid_path=self.plan.hostid_path), privileged=True).out
         left = facts.parse(out).get("left", [])
         if left:
-            raise HostFailed(f"uninstall left behind: {', '.join(left)}")
+            raise self._check_failed(f"uninstall left behind: {', '.join(left)}")
         r.status, r.version_after = "changed", None
 
     def _configure(self, state: dict, applied: dict) -> None:
@@ -215,10 +215,10 @@ class HostRun:
         lines = facts.parse(res.out).get("log", [])
         control = next((l.split(": ", 1)[1] for l in res.out.splitlines() if l.startswith("On-Demand-Request")), None)
         if res.rc != 0 or not control:
-            raise HostFailed(f"scan request refused: {(res.err or res.out).strip()[-200:]}")
+            raise self._check_failed(f"scan request refused: {(res.err or res.out).strip()[-200:]}")
         kinds = [e.kind for e in agentlog.parse("\n".join(lines))]
         if "manifest_missing" in kinds:
-            raise HostFailed(f"scan {control}: manifest missing (agent not activated for {self.scan[0].upper()})")
+            raise self._check_failed(f"scan {control}: manifest missing (agent not activated for {self.scan[0].upper()})")
         if "scan_completed" in kinds:
             r.status, r.reason = "ok", f"scan {control} completed"
         elif "scan_delayed" in kinds:
@@ -226,7 +226,7 @@ class HostRun:
         elif "scan_started" in kinds:
             r.status, r.reason = "ok", f"scan {control} started"
         else:
-            raise HostFailed(f"scan {control}: nothing in the agent log within {self.scan[2]}s (timed out)")
+            raise self._check_failed(f"scan {control}: nothing in the agent log within {self.scan[2]}s (timed out)")
 
     def _configure_step(self, options: list[str], proxy: str | None, ca: str | None, marker: str) -> None:
         self._step("configure", render.render(
@@ -253,22 +253,28 @@ class HostRun:
         else:
             raise HostFailed(f"{p.host.user} cannot use sudo on this Mac")
 
+    def _check_failed(self, reason: str) -> HostFailed:
+        """A step ran (exit 0) but what it found fails a check: the report marks that step failed."""
+        if self.result.steps:
+            self.result.steps[-1].status = "failed"
+        return HostFailed(reason)
+
     def _requirements(self, f: dict, pkg, needs_pod: bool) -> None:
         """The spec's host requirements; checked before anything on the Mac changes."""
         p, r = self.plan, self.result
         if r.arch not in ("arm64", "x86_64"):
-            raise HostFailed(f"not a Mac we know: uname -m says {r.arch!r}")
+            raise self._check_failed(f"not a Mac we know: uname -m says {r.arch!r}")
         memory = self.memsize
         if memory is not None and memory < agent.MIN_MEMORY:
-            raise HostFailed(f"memory {memory >> 20} MB is below the agent's 512 MB minimum")
+            raise self._check_failed(f"memory {memory >> 20} MB is below the agent's 512 MB minimum")
         disk = facts.number(f, "disk_free_kb")
         if disk is not None and disk < agent.MIN_DISK_KB:
-            raise HostFailed(f"free disk {disk // 1024} MB is below the agent's 100 MB minimum")
+            raise self._check_failed(f"free disk {disk // 1024} MB is below the agent's 100 MB minimum")
         if facts.first(f, "group_exists") != "1":
-            raise HostFailed(f"group {p.group!r} does not exist on this Mac; create it or change agent: Group")
+            raise self._check_failed(f"group {p.group!r} does not exist on this Mac; create it or change agent: Group")
         if needs_pod and not facts.first(f, "pod_reached"):
             errors = "; ".join(f.get("pod_error", [])) or "no answer"
-            raise HostFailed(self.mask(f"cannot reach the Qualys platform over HTTPS: {errors}"))
+            raise self._check_failed(self.mask(f"cannot reach the Qualys platform over HTTPS: {errors}"))
 
     def _upload(self, pkg) -> None:
         p = self.plan
@@ -298,17 +304,17 @@ class HostRun:
         r.log = [self.mask(line) for line in v.get("log_line", [])]
         r.version_after = facts.first(v, "version") or None
         if r.version_after != version:
-            raise HostFailed(f"verify: installed version is {r.version_after}, expected {version}")
+            raise self._check_failed(f"verify: installed version is {r.version_after}, expected {version}")
         if not facts.first(v, "daemon_pid"):
             errors = " | ".join(v.get("log_error", []))
-            raise HostFailed(f"verify: the agent daemon is not running (last exit {facts.first(v, 'daemon_exit', '?')})"
+            raise self._check_failed(f"verify: the agent daemon is not running (last exit {facts.first(v, 'daemon_exit', '?')})"
                              + (f"; log: {errors}" if errors else ""))
         if facts.first(v, "hostid") != "1":
-            raise HostFailed(f"verify: no hostid at {p.hostid_path}")
+            raise self._check_failed(f"verify: no hostid at {p.hostid_path}")
         if v.get("log_error"):
-            raise HostFailed("verify: agent log shows errors: " + " | ".join(v["log_error"]))
+            raise self._check_failed("verify: agent log shows errors: " + " | ".join(v["log_error"]))
         if (wait or expect) and facts.first(v, "expected") != "1":
-            raise HostFailed(f"verify: no {'check-in' if wait else repr(expect)} in the agent log within {self.verify_s}s")
+            raise self._check_failed(f"verify: no {'check-in' if wait else repr(expect)} in the agent log within {self.verify_s}s")
 
 
 def _version(text: str) -> tuple[int, ...]:

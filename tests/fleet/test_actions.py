@@ -99,7 +99,7 @@ def test_run_as_group_must_exist(rolled_out, tmp_path):
     before = mac.count("dscl")
     host = play(lab, env, missing, "--limit", "mac-001")["by_name"]["mac-001"]
     assert host["status"] == "failed" and "group 'qualysagents' does not exist" in host["reason"], host
-    assert [s["name"] for s in host["steps"]][-1] == "preflight"  # nothing changed
+    assert [(s["name"], s["status"]) for s in host["steps"]][-1] == ("preflight", "failed")  # nothing changed
     assert mac.count("dscl") == before + 1
     host = play(lab, env, builtin, "--limit", "mac-001")["by_name"]["mac-001"]
     assert host["status"] == "changed" and mac.count("dscl") == before + 1, host

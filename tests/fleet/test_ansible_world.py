@@ -83,7 +83,7 @@ def test_rollout_through_the_bastion_with_junit_and_html(admin_setup, lab: Lab):
     assert cases["mac-010"].find("error").get("message").startswith("timed out")
     failure = cases["mac-013"].find("failure")
     assert "daemon is not running" in failure.get("message")
-    assert "\nverify: " in failure.text and "agent log:\n" in failure.text  # steps, and the agent's own words
+    assert "\nverify: failed" in failure.text and "agent log:\n" in failure.text  # steps, and the agent's own words
     assert "[qualys-cloud-agent]" in failure.text.split("agent log:\n")[1]
     assert "check-in succeeded" in cases["mac-020"].find("system-out").text
 
