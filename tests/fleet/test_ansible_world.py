@@ -114,8 +114,15 @@ def _check_in_browser(page: Path, out: Path) -> None:
     assert '<tr data-status="unreachable" hidden="">' in dom and "3 of 5 Macs" in dom
 
 
-def test_status_through_the_bastion(admin_setup):
+def test_status_through_the_bastion_and_output_habits(admin_setup):
     d, env = admin_setup
-    done = _fleetctl(env, "status", "-i", str(d / "hosts.ini"), "--limit", "office", "--json", str(d / "s.json"))
+    done = _fleetctl(env, "status", "-i", str(d / "hosts.ini"), "--limit", "office", "--json", "-")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert {h["health"] for h in json.loads((d / "s.json").read_text())["hosts"]} == {"healthy"}
+    assert {h["health"] for h in json.loads(done.stdout)["hosts"]} == {"healthy"}  # stdout is only the JSON
+    assert "agent status" in done.stderr  # the table went to stderr
+    quiet = _fleetctl(env, "-q", "status", "-i", str(d / "hosts.ini"), "--limit", "office")
+    assert quiet.returncode == 0 and quiet.stdout == "", quiet.stdout  # -q: nothing needs attention
+    verbose = _fleetctl(env, "-v", "run", str(ROOT / "playbooks/rollout.yml"), "-i", str(d / "hosts.ini"),
+                        "--limit", "office")
+    assert verbose.returncode == 0, verbose.stdout + verbose.stderr
+    assert "mac-021: probe" in verbose.stdout and "mac-021: ok" in verbose.stdout  # every step, every Mac
