@@ -33,3 +33,11 @@ def measure(argv: list[str], env: dict | None = None, timeout: float = 1800) -> 
     killer.cancel()
     return Cost(time.monotonic() - started, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024,
                 os.waitstatus_to_exitcode(status), output.decode(errors="replace"))
+
+
+def machine_cpu_s() -> float:
+    """CPU seconds the whole machine has spent (every process: the tool and the simulated Macs)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:8]]  # user nice system idle iowait irq softirq
+    busy = fields[0] + fields[1] + fields[2] + fields[5] + fields[6]
+    return busy / os.sysconf("SC_CLK_TCK")

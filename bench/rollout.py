@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from bench import peers
-from bench.measure import Cost, measure
+from bench.measure import Cost, machine_cpu_s, measure
 
 FLEETCTL = str(Path(sys.executable).with_name("fleetctl"))
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,12 +70,15 @@ def env_for(tool: str, work: Path) -> dict:
     return env
 
 
-def timed(tool: str, argv: list[str], env: dict, lab: Path) -> tuple[Cost, int]:
-    before = link_bytes(lab)
+def timed(tool: str, argv: list[str], env: dict, lab: Path) -> tuple[Cost, int, float]:
+    """The tool's own cost, the bytes on the lab's links, and the whole machine's CPU meanwhile
+    (the tool plus the simulated Macs' sshd, sudo, shims and installer)."""
+    before, machine = link_bytes(lab), machine_cpu_s()
     cost = measure(argv, env)
+    machine = machine_cpu_s() - machine
     if cost.returncode:
         print(f"{tool} exited {cost.returncode}:\n{cost.output[-2000:]}", file=sys.stderr)
-    return cost, link_bytes(lab) - before
+    return cost, link_bytes(lab) - before, machine
 
 
 def build_pkgs(work: Path, mb: int) -> dict[str, Path]:
@@ -96,18 +99,18 @@ def compare(args, work: Path) -> dict:
             inventory = lab_up(lab, args.hosts)
             argv = command(tool, work, lab, inventory, pkgs, args.hosts, args.peers_bin)
             env = env_for(tool, work)
-            cost, sent = timed(tool, argv, env, lab)
+            cost, sent, machine = timed(tool, argv, env, lab)
             result["tools"][tool] = {"wall_s": round(cost.wall_s, 2), "cpu_s": round(cost.cpu_s, 2),
                                      "peak_rss_mb": round(cost.peak_rss_mb, 1), "bytes_sent": sent,
-                                     "ok_hosts": ok_hosts(lab)}
-            noop, noop_sent = timed(tool, argv, env, lab)
+                                     "ok_hosts": ok_hosts(lab), "machine_cpu_s": round(machine, 2)}
+            noop, noop_sent, _ = timed(tool, argv, env, lab)
             result["noop"][tool] = {"wall_s": round(noop.wall_s, 2), "bytes_sent": noop_sent}
             print(f"{tool}: {result['tools'][tool]} noop {result['noop'][tool]}", file=sys.stderr)
             if tool in ("fleetctl", "ansible"):
                 status_argv = ([FLEETCTL, "status", "-i", str(lab / "inventory.yml")]
                                if tool == "fleetctl" else
                                [str(args.peers_bin / "ansible-playbook"), str(work / "ansible" / "status.yml")])
-                sweep, _ = timed(tool, status_argv, env, lab)
+                sweep, _, _ = timed(tool, status_argv, env, lab)
                 result["status"][tool] = {"wall_s": round(sweep.wall_s, 2), "cpu_s": round(sweep.cpu_s, 2)}
     finally:
         if (lab / "state.json").exists():
@@ -127,9 +130,9 @@ def scale(args, work: Path) -> dict:
     try:
         for n in args.scale:
             inventory = lab_up(lab, n)
-            cost, sent = timed("fleetctl", command("fleetctl", work, lab, inventory, pkgs, n, args.peers_bin),
-                               env_for("fleetctl", work), lab)
-            noop, _ = timed("fleetctl", command("fleetctl", work, lab, inventory, pkgs, n, args.peers_bin),
+            cost, sent, _ = timed("fleetctl", command("fleetctl", work, lab, inventory, pkgs, n, args.peers_bin),
+                                  env_for("fleetctl", work), lab)
+            noop, _, _ = timed("fleetctl", command("fleetctl", work, lab, inventory, pkgs, n, args.peers_bin),
                             env_for("fleetctl", work), lab)
             point = {"hosts": n, "wall_s": round(cost.wall_s, 2), "cpu_s": round(cost.cpu_s, 2),
                      "cpu_ms_per_host": round(1000 * cost.cpu_s / n, 1), "peak_rss_mb": round(cost.peak_rss_mb, 1),
@@ -149,12 +152,13 @@ def table(result: dict) -> str:
         rows += [f"| {p['hosts']} | {p['wall_s']} | {p['cpu_s']} | {p['cpu_ms_per_host']} | {p['peak_rss_mb']} | "
                  f"{p['noop_wall_s']} | {p['ok_hosts']} |" for p in result["scale"]]
         return "\n".join(rows)
-    rows = ["| tool | wall s | CPU s | peak RSS MB | MB sent | ok | wall vs fleetctl | no-op s | no-op MB |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| tool | wall s | CPU s | machine CPU s | peak RSS MB | MB sent | ok | wall vs fleetctl | no-op s | no-op MB |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for tool, m in result["tools"].items():
         ratio = result.get("ratios_to_fleetctl", {}).get(tool, {}).get("wall_s")
         noop = result["noop"].get(tool, {})
-        rows.append(f"| {tool} | {m['wall_s']} | {m['cpu_s']} | {m['peak_rss_mb']} | {m['bytes_sent'] / 1e6:.1f} | "
+        rows.append(f"| {tool} | {m['wall_s']} | {m['cpu_s']} | {m.get('machine_cpu_s')} | {m['peak_rss_mb']} | "
+                    f"{m['bytes_sent'] / 1e6:.1f} | "
                     f"{m['ok_hosts']} | {ratio} | {noop.get('wall_s')} | {noop.get('bytes_sent', 0) / 1e6:.2f} |")
     for tool, m in result.get("status", {}).items():
         rows.append(f"\nstatus sweep, {tool}: {m['wall_s']} s wall, {m['cpu_s']} s CPU")
