@@ -39,8 +39,9 @@ demo: install
 	-@$(VENV)/bin/fleetctl lab down 2>/dev/null
 	$(VENV)/bin/fleetctl lab up --hosts 8 --personas "x86_64*2,sudo-password,lowdisk,installer-fails,proxy-only"
 	$(DEMO_SECRETS) $(VENV)/bin/fleetctl run playbooks/rollout.yml -i .fleetlab/inventory.yml \
-		--json .fleetlab/report.json || test $$? -eq 3
-	@echo "JSON report: .fleetlab/report.json; run it again to see every healthy Mac 'ok' with nothing uploaded"
+		--json .fleetlab/report.json --html .fleetlab/report.html || test $$? -eq 3
+	@echo "Reports: .fleetlab/report.json, .fleetlab/report.html (open it in a browser)."
+	@echo "Run it again to see every healthy Mac 'ok' with nothing uploaded."
 
 # The peers live in their own venv: pyinfra pins an older paramiko than fleetctl uses.
 $(BENCH_VENV)/.installed:
