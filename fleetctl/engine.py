@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from fleetctl import agent, agentlog, facts, render, ssh
-from fleetctl.plan import APPLIED_FILE, WORK_DIR, HostPlan
+from fleetctl.plan import APPLIED_FILE, HostPlan
 from fleetctl.playbook import Playbook
 from fleetctl.secrets import Masker, Secrets
 
@@ -147,8 +147,7 @@ class HostRun:
         f = self._preflight(pkg, needs_pod=True)
         if need_install:
             self._upload_if_needed(f, pkg)
-            res = self._step("install", render.render("install", work_dir=WORK_DIR, staged=p.staged(pkg),
-                                                      sha256=pkg.sha256), privileged=True, check=False)
+            res = self._step("install", p.package_script("install", pkg), privileged=True, check=False)
             if res.rc != 0:
                 raise HostFailed(self.mask(facts.installer_failure(res.out + res.err)))
         self._configure_step(p.options, p.proxy_content, p.ca_bundle, p.marker(p.digests, p.fingerprint))
@@ -165,9 +164,7 @@ class HostRun:
             return
         f = self._preflight(pkg, needs_pod=bool(p.pod_url))
         self._upload_if_needed(f, pkg)
-        res = self._step("upgrade", render.render("upgrade", work_dir=WORK_DIR, staged=p.staged(pkg),
-                                                  sha256=pkg.sha256, app_bin=agent.APP_BIN), privileged=True,
-                         check=False)
+        res = self._step("upgrade", p.package_script("upgrade", pkg), privileged=True, check=False)
         if res.rc != 0:
             raise HostFailed(self.mask(facts.installer_failure(res.out + res.err)))
         self._verify(pkg.version, self.since, wait_checkin=facts.first(state, "hostid") == "1")
@@ -178,10 +175,7 @@ class HostRun:
         if not r.version_before and not facts.first(state, "daemon_pid"):
             r.status, r.reason = "ok", "agent already absent"
             return
-        out = self._step("uninstall", render.render(
-            "uninstall", tool_paths=agent.UNINSTALL_PATHS, applied_file=APPLIED_FILE, wait_s=self.verify_s,
-            label=agent.LABEL, app=agent.APP, plist=agent.PLIST, package_id=agent.PACKAGE_ID,
-            hostid_path=self.plan.hostid_path), privileged=True).out
+        out = self._step("uninstall", self.plan.uninstall_script(self.verify_s), privileged=True).out
         left = facts.parse(out).get("left", [])
         if left:
             raise self._check_failed(f"uninstall left behind: {', '.join(left)}")
@@ -229,10 +223,7 @@ class HostRun:
             raise self._check_failed(f"scan {control}: nothing in the agent log within {self.scan[2]}s (timed out)")
 
     def _configure_step(self, options: list[str], proxy: str | None, ca: str | None, marker: str) -> None:
-        self._step("configure", render.render(
-            "configure", proxy_content=proxy, config_dir=agent.CONFIG_DIR, proxy_file=agent.PROXY_FILE,
-            ca_bundle=ca, ca_bundle_path=agent.CA_BUNDLE, tool_paths=agent.TOOL_PATHS, options=options,
-            marker_dir=WORK_DIR, marker=marker, applied_file=APPLIED_FILE), privileged=True)
+        self._step("configure", self.plan.configure_script(options, proxy, ca, marker), privileged=True)
 
     def _upload_if_needed(self, f: dict, pkg) -> None:
         if pkg.sha256 not in f.get("staged", []):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fleetctl import agent, package, sshconfig
+from fleetctl import agent, package, render, sshconfig
 from fleetctl.errors import UsageError
 from fleetctl.inventory import Host
 from fleetctl.playbook import Playbook
@@ -68,6 +68,24 @@ class HostPlan:
 
     def staged(self, pkg: Package) -> str:
         return f"{self.staged_dir}/{pkg.sha256[:16]}.pkg"
+
+    # The privileged scripts, rendered here once for the engine and for `fleetctl plan` alike.
+    def package_script(self, action: str, pkg: Package) -> str:
+        """`install` (installer) or `upgrade` (qagent_upgrade.sh) of the staged package."""
+        return render.render(action, work_dir=WORK_DIR, staged=self.staged(pkg), sha256=pkg.sha256,
+                             app_bin=agent.APP_BIN)
+
+    def configure_script(self, options: list[str], proxy: str | None, ca: str | None, marker: str) -> str:
+        return render.render(
+            "configure", proxy_content=proxy, config_dir=agent.CONFIG_DIR, proxy_file=agent.PROXY_FILE,
+            ca_bundle=ca, ca_bundle_path=agent.CA_BUNDLE, tool_paths=agent.TOOL_PATHS, options=options,
+            marker_dir=WORK_DIR, marker=marker, applied_file=APPLIED_FILE)
+
+    def uninstall_script(self, wait_s: int) -> str:
+        return render.render(
+            "uninstall", tool_paths=agent.UNINSTALL_PATHS, applied_file=APPLIED_FILE, wait_s=wait_s,
+            label=agent.LABEL, app=agent.APP, plist=agent.PLIST, package_id=agent.PACKAGE_ID,
+            hostid_path=self.hostid_path)
 
 
 def _curl_quote(text: str) -> str:

@@ -14,10 +14,10 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from fleetctl import agent, engine, inventory, playbook, render, report, report_files, status
+from fleetctl import engine, inventory, playbook, report, report_files, status
 from fleetctl.errors import UsageError
 from fleetctl.journal import DONE, Journal
-from fleetctl.plan import APPLIED_FILE, WORK_DIR, HostPlan, Planner
+from fleetctl.plan import HostPlan, Planner
 from fleetctl.report_files import Outputs
 from fleetctl.secrets import Secrets
 from fleetctl.waves import assign
@@ -60,7 +60,7 @@ def show_plan(playbook_path: Path, inventory_path: Path, limit: str | None, extr
     book, inv, plans = _plans(playbook_path, inventory_path, limit, extra, secrets=None)
     groups: dict[str, list[str]] = {}
     for p in plans:
-        groups.setdefault(_scripts(p, book.action), []).append(p.host.name)
+        groups.setdefault(_scripts(p, book), []).append(p.host.name)
     console.print(f"# {book.name}: action {book.action}, {len(plans)} hosts", markup=False, highlight=False)
     for wave, names in assign([p.host.name for p in plans], inv.groups, book.waves, book.max_fail):
         console.print(f"# wave {wave.name!r}: {len(names)} hosts" + (f", not before {wave.not_before}" if wave.not_before
@@ -70,22 +70,17 @@ def show_plan(playbook_path: Path, inventory_path: Path, limit: str | None, extr
         console.print(scripts, markup=False, highlight=False)
 
 
-def _scripts(p: HostPlan, action: str) -> str:
-    parts = []
+def _scripts(p: HostPlan, book: playbook.Playbook) -> str:
+    action, parts = book.action, []
     for arch, pkg in p.packages.items():
         parts.append((f"{action} ({arch})", f"# if uname -m is {arch}: {pkg.path.name} version {pkg.version} "
                       f"sha256 {pkg.sha256}, uploaded to {p.staged(pkg)} unless already there\n"
-                      + render.render("install" if action == "install" else "upgrade", work_dir=WORK_DIR,
-                                      staged=p.staged(pkg), sha256=pkg.sha256, app_bin=agent.APP_BIN)))
+                      + p.package_script("install" if action == "install" else "upgrade", pkg)))
     if action in ("install", "configure"):
-        parts.append(("configure", render.render(
-            "configure", proxy_content=p.proxy_content, config_dir=agent.CONFIG_DIR, proxy_file=agent.PROXY_FILE,
-            ca_bundle=p.ca_bundle, ca_bundle_path=agent.CA_BUNDLE, tool_paths=agent.TOOL_PATHS, options=p.options,
-            marker_dir=WORK_DIR, marker="<sha256 of each setting>", applied_file=APPLIED_FILE)))
+        parts.append(("configure", p.configure_script(p.options, p.proxy_content, p.ca_bundle,
+                                                      "<sha256 of each setting>")))
     if action == "uninstall":
-        parts.append(("uninstall", render.render(
-            "uninstall", tool_paths=agent.UNINSTALL_PATHS, applied_file=APPLIED_FILE, wait_s=30, label=agent.LABEL,
-            app=agent.APP, plist=agent.PLIST, package_id=agent.PACKAGE_ID, hostid_path=p.hostid_path)))
+        parts.append(("uninstall", p.uninstall_script(book.verify_timeout)))
     return "\n".join(f"# --- {name}\n{text}" for name, text in parts)
 
 
