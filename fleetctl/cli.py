@@ -365,14 +365,11 @@ def export() -> None:
 OUT = click.option("-o", "--out", type=FILE, help="Write to FILE (scripts get mode 755) instead of stdout.")
 
 
-def _emit(text: str | bytes, out: Path | None, executable: bool = False) -> None:
-    data = text.encode() if isinstance(text, str) else text
-    if out is None:
-        sys.stdout.buffer.write(data)
-        return
-    out.write_bytes(data)
-    out.chmod(0o755 if executable else 0o644)
-    err.print(f"wrote {out}", markup=False, highlight=False)
+def _emit(data: str | bytes, out: Path | None, executable: bool = False) -> None:
+    from fleetctl import outfile
+
+    if outfile.write(out, data, 0o755 if executable else 0o644):
+        err.print(f"wrote {out}", markup=False, highlight=False)
 
 
 @export.command("intune")

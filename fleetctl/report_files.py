@@ -4,7 +4,6 @@ journal, so `fleetctl report RUN_ID` re-renders any of them later."""
 from __future__ import annotations
 
 import json
-import sys
 import xml.etree.ElementTree as ET
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import jinja2
 
-from fleetctl import __version__
+from fleetctl import __version__, outfile
 from fleetctl.engine import HostResult
 from fleetctl.journal import Run
 
@@ -122,9 +121,4 @@ def render(fmt: str, doc: dict) -> str:
 def write(outputs: Outputs, run: Run, results: list[HostResult]) -> None:
     doc = document(run, results)
     for fmt, path in outputs.items():
-        if str(path) == "-":
-            sys.stdout.write(render(fmt, doc))
-            continue
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(render(fmt, doc))
-        tmp.replace(path)
+        outfile.write(path, render(fmt, doc))

@@ -14,7 +14,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from fleetctl import engine, inventory, playbook, report, report_files, status
+from fleetctl import engine, inventory, outfile, playbook, report, report_files, status
 from fleetctl.errors import UsageError
 from fleetctl.journal import DONE, Journal
 from fleetctl.plan import HostPlan, Planner
@@ -311,7 +311,7 @@ def show_report(run_id: str, outputs: Outputs, fmt: str | None, console: Console
     record = journal.run(run_id)
     results = results_of(journal, run_id)
     if fmt:
-        console.file.write(report_files.render(fmt, report_files.document(record, results)))
+        outfile.write(None, report_files.render(fmt, report_files.document(record, results)))
     else:
         report.summary(console, results)
         console.print(f"run {run_id}: {record.action}, {record.state}", markup=False, highlight=False)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -13,7 +12,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from fleetctl import agent, agentlog, facts, inventory, render, report, ssh, sshconfig
+from fleetctl import agent, agentlog, facts, inventory, outfile, render, report, ssh, sshconfig
 from fleetctl.errors import UsageError
 from fleetctl.inventory import Host
 from fleetctl.sshconfig import Endpoint
@@ -163,11 +162,7 @@ def show(console: Console, results: list[HostStatus], since_text: str) -> None:
 
 
 def write_json(path: Path, results: list[HostStatus], since_text: str) -> None:
-    text = json.dumps(as_json(results, since_text), indent=1) + "\n"
-    if str(path) == "-":
-        sys.stdout.write(text)
-    else:
-        path.write_text(text)
+    outfile.write(path, json.dumps(as_json(results, since_text), indent=1) + "\n")
 
 
 def as_json(results: list[HostStatus], since_text: str) -> dict:
