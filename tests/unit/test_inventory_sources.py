@@ -77,18 +77,23 @@ def test_a_directory_of_inventory_files(tmp_path):
     assert inv.groups["macs"] == {"m1", "m2"}
 
 
-@pytest.mark.parametrize("text, where, words", [
-    ("[macs\nm1\n", ":1:", "is not a section"),
-    ("[macs:hostz]\nm1\n", ":1:", "is not a section"),
-    ("[macs]\nm1 port\n", ":2:", "'port' is not key=value"),
-    ("[macs]\nm1\n[macs:vars]\njust words\n", ":4:", "lines are name=value"),
-    ("[macs]\nm1 ansible_port=70000\n", ":2:", "ansible_port must be a number"),
-    ("[macs]\nm[9:1]\n", ":2:", "host range [9:1] is empty"),
-    ("[macs]\nm1 ansible_become_password=hunter2\n", ":2:", "holds a password in the inventory"),
-    ("[a:children]\nb\n[b:children]\na\n[b]\nm1\n", "", "contains itself"),
+@pytest.mark.parametrize("name, text, where, words", [  # YAML (inv.yml) and INI (hosts) alike
+    ("inv.yml", "hosts: {}\n", ":1:", "starts with 'all:'"),
+    ("inv.yml", "all:\n  hostz:\n    a:\n", ":2:", "unknown key 'hostz'"),
+    ("inv.yml", "all:\n  hosts:\n    a:\n      ansible_port: 99999\n", ":3:", "ansible_port"),
+    ("inv.yml", "all:\n  hosts: [a, b]\n", ":2:", "hosts: must map"),
+    ("inv.yml", "all:\n  hosts:\n    a: {x: [1,\n", ":", "not valid YAML"),
+    ("hosts", "[macs\nm1\n", ":1:", "is not a section"),
+    ("hosts", "[macs:hostz]\nm1\n", ":1:", "is not a section"),
+    ("hosts", "[macs]\nm1 port\n", ":2:", "'port' is not key=value"),
+    ("hosts", "[macs]\nm1\n[macs:vars]\njust words\n", ":4:", "lines are name=value"),
+    ("hosts", "[macs]\nm1 ansible_port=70000\n", ":2:", "ansible_port must be a number"),
+    ("hosts", "[macs]\nm[9:1]\n", ":2:", "host range [9:1] is empty"),
+    ("hosts", "[macs]\nm1 ansible_become_password=hunter2\n", ":2:", "holds a password in the inventory"),
+    ("hosts", "[a:children]\nb\n[b:children]\na\n[b]\nm1\n", "", "contains itself"),
 ])
-def test_bad_ini_inventories(tmp_path, text, where, words):
-    path = tmp_path / "hosts"
+def test_bad_inventories(tmp_path, name, text, where, words):
+    path = tmp_path / name
     path.write_text(text)
     with pytest.raises(UsageError) as e:
         inventory.load(path)

@@ -67,21 +67,6 @@ def test_inventory_merges_all_group_host_and_limits(tmp_path):
         inv.select("nothere")
 
 
-@pytest.mark.parametrize("text, where, words", [
-    ("hosts: {}\n", ":1:", "starts with 'all:'"),
-    ("all:\n  hostz:\n    a:\n", ":2:", "unknown key 'hostz'"),
-    ("all:\n  hosts:\n    a:\n      ansible_port: 99999\n", ":3:", "ansible_port"),
-    ("all:\n  hosts: [a, b]\n", ":2:", "hosts: must map"),
-    ("all:\n  hosts:\n    a: {x: [1,\n", ":", "not valid YAML"),
-])
-def test_bad_inventories(tmp_path, text, where, words):
-    path = tmp_path / "inv.yml"
-    path.write_text(text)
-    with pytest.raises(UsageError) as e:
-        inventory.load(path)
-    assert str(path) + where in str(e.value) and words in str(e.value)
-
-
 @pytest.mark.parametrize("agent_options, words", [
     ({"LogLevel": 7}, "LogLevel must be a whole number from 0 to 5"),
     ({"ProcessPriority": 40}, "ProcessPriority must be a whole number from -20 to 19"),
