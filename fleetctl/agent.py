@@ -25,19 +25,17 @@ LOG_FILE = "/var/log/qualys/qualys-cloud-agent.log"
 LABEL = "com.qualys.cloud-agent"
 PACKAGE_ID = "com.qualys.cloud-agent"
 MIN_MEMORY = 512 << 20
-
-
-def hostid_path(search_dir: str) -> str:
-    """The configuration tool appends qualys/hostid to HostIdSearchDir."""
-    return os.path.join(search_dir, "qualys", "hostid")
-
-
 MIN_DISK_KB = 100 * 1024
 MAX_PROXIES = 5
 
 UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 HOST = re.compile(r"^(\d{1,3}(\.\d{1,3}){3}|[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*)$")
+
+
+def hostid_path(search_dir: str) -> str:
+    """The configuration tool appends qualys/hostid to HostIdSearchDir."""
+    return os.path.join(search_dir, "qualys", "hostid")
 
 
 def _int_between(low: int, high: int):
