@@ -38,6 +38,40 @@ def hostid_path(search_dir: str) -> str:
     return os.path.join(search_dir, "qualys", "hostid")
 
 
+@dataclass(frozen=True)
+class Paths:
+    """Where one Mac's agent logs and keeps its hostid. fleetctl remembers on the Mac what it
+    applied (applied-state file) so every later action reads the agent where it really is."""
+
+    log_dir: str = "/var/log/qualys/"
+    log_dest: str = "file"  # or syslog: the macOS unified log
+    hostid_dir: str = "/etc/"
+
+    OPTIONS = {"LogFileDir": "log_dir", "LogDestType": "log_dest", "HostIdSearchDir": "hostid_dir"}
+    PREFIX = "path."  # how they are remembered in the applied-state file, beside the digests
+
+    def with_options(self, options: dict[str, str]) -> "Paths":
+        """These paths after the configuration tool applied OPTIONS."""
+        changes = {field: options[name] for name, field in self.OPTIONS.items() if name in options}
+        return Paths(**{**self.__dict__, **changes})
+
+    @classmethod
+    def remembered(cls, applied: dict[str, str]) -> "Paths":
+        return cls().with_options({k.removeprefix(cls.PREFIX): v for k, v in applied.items()
+                                   if k.startswith(cls.PREFIX)})
+
+    def remember(self) -> dict[str, str]:
+        return {self.PREFIX + name: getattr(self, field) for name, field in self.OPTIONS.items()}
+
+    @property
+    def log_file(self) -> str:
+        return os.path.join(self.log_dir, "qualys-cloud-agent.log")
+
+    @property
+    def hostid_file(self) -> str:
+        return hostid_path(self.hostid_dir)
+
+
 def _int_between(low: int, high: int):
     def check(value: str) -> str | None:
         if re.fullmatch(r"-?\d+", value) and low <= int(value) <= high:
@@ -51,7 +85,10 @@ def _one_of(*choices: str):
 
 
 def _absolute(value: str) -> str | None:
-    return None if value.startswith("/") and "\n" not in value else "an absolute directory, e.g. /etc/"
+    """An absolute directory without `..`: fleetctl remembers and reads these paths on the Mac."""
+    if value.startswith("/") and "\n" not in value and ".." not in value.split("/"):
+        return None
+    return "an absolute directory without '..', e.g. /etc/"
 
 
 def _server_uri(value: str) -> str | None:
@@ -104,33 +141,54 @@ def option_problem(name: str, value: object) -> str | None:
 
 
 @dataclass(frozen=True)
+class ProxyServer:
+    """One of the 1-5 proxies, with its own optional credentials.
+
+    A user or password that starts with `#` was encrypted with the package's string-util and
+    is written as it is (the guide); any other is percent-encoded (`@ : $ ;` and the rest).
+    """
+
+    url: str  # https://host[:port], no credentials
+    user: str | None = None
+    password: str | None = None
+
+    @property
+    def encrypted(self) -> bool:
+        return any(v is not None and v.startswith("#") for v in (self.user, self.password))
+
+    @property
+    def address(self) -> str:
+        """host:port the agent dials: a URL without a port means https's 443."""
+        parts = urllib.parse.urlsplit(self.url)
+        return f"{parts.hostname}:{parts.port or 443}"
+
+    def in_file(self) -> str:
+        if self.user is None:
+            return self.url
+        scheme, rest = self.url.split("://", 1)
+        creds = f"{_credential(self.user)}:{_credential(self.password or '')}"
+        return f"{scheme}://{creds}@{rest}"
+
+
+def _credential(value: str) -> str:
+    return value if value.startswith("#") else urllib.parse.quote(value, safe="")
+
+
+@dataclass(frozen=True)
 class Proxy:
     """What goes into the agent's proxy file."""
 
-    urls: tuple[str, ...]
+    servers: tuple[ProxyServer, ...]
     variable: str = "qualys_https_proxy"
-    user: str | None = None
-    password: str | None = None
-    encrypted: bool = False  # user/password were pre-encrypted with string-util ('#...')
     no_proxy: str | None = None
 
     def file_content(self) -> str:
         """The proxy file, exactly as the spec describes it."""
-        urls = [self._with_credentials(u) for u in self.urls]
+        urls = [s.in_file() for s in self.servers]
         value = urls[0] if len(urls) == 1 else '"' + ";".join(urls) + '"'
         if self.no_proxy:
             return f"export {self.variable}={value}\nexport no_proxy={self.no_proxy}\n"
         return f"{self.variable}={value}\n"
-
-    def _with_credentials(self, url: str) -> str:
-        if self.user is None:
-            return url
-        scheme, rest = url.split("://", 1)
-        if self.encrypted:
-            creds = f"#{self.user.lstrip('#')}:#{(self.password or '').lstrip('#')}"
-        else:
-            creds = f"{urllib.parse.quote(self.user, safe='')}:{urllib.parse.quote(self.password or '', safe='')}"
-        return f"{scheme}://{creds}@{rest}"
 
 
 def proxy_url_problem(url: str) -> str | None:
@@ -141,7 +199,7 @@ def proxy_url_problem(url: str) -> str | None:
     if parts.scheme != "https":
         return f"proxy URL {url!r} must start with https:// (the agent's proxy file format)"
     if parts.username is not None:
-        return f"proxy URL {url!r} contains credentials; set proxy_user and proxy_password_secret instead"
+        return f"proxy URL {url!r} contains credentials; give them as user: and password_secret: of that proxy instead"
     try:
         port = parts.port
     except ValueError:

@@ -335,6 +335,37 @@ def logs_cmd(hosts: tuple[str, ...], inventory_path: Path, since: str, level: st
                          accept_new_hostkeys, _out()))
 
 
+@cli.command("proxy-encrypt")
+@INVENTORY
+@click.option("--host", "host_name", required=True, metavar="MAC", help="The one Mac string-util runs on (as root).")
+@click.option("--pkg", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Agent package holding string-util (default: the Mac's agent_pkg_<arch>).")
+@click.option("--accept-new-hostkeys", is_flag=True, help="Trust keys of Macs seen for the first time.")
+def proxy_encrypt_cmd(inventory_path: Path, host_name: str, pkg: Path | None, accept_new_hostkeys: bool) -> None:
+    """Encrypt a proxy user or password with the package's string-util, on one Mac.
+
+    The text is read from a hidden prompt or stdin (never argv), URL-encoded, passed to
+    `./string-util "<text>"` as root on MAC, exactly as the vendor guide shows, and the value
+    to store is printed with its leading '#': keep it as a secret (password) or as a proxy's
+    user: in the inventory.
+
+    \b
+    Example:
+      fleetctl proxy-encrypt -i inventory.yml --host mac-001 | fleetctl secrets set branch_proxy
+    """
+    from fleetctl import inventory, stringutil
+    from fleetctl.secrets import Secrets
+
+    host = inventory.load(inventory_path).select(host_name)
+    if len(host) != 1:
+        raise click.UsageError(f"--host {host_name!r} names {len(host)} Macs; name exactly one")
+    text = click.prompt("text to encrypt", hide_input=True, err=True) if sys.stdin.isatty() \
+        else sys.stdin.readline().rstrip("\n")
+    if not text:
+        raise click.UsageError("empty text")
+    click.echo(stringutil.encrypt(host[0], text, pkg, Secrets(_prompt()), accept_new_hostkeys))
+
+
 @cli.command("inventory")
 @INVENTORY
 @LIMIT

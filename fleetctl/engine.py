@@ -5,8 +5,10 @@ configure -> verify. A failed check stops that host before anything changes.
 """
 from __future__ import annotations
 
-import time
+import hashlib
+import re
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Callable
@@ -17,6 +19,8 @@ from fleetctl.playbook import Playbook
 from fleetctl.secrets import Masker, Secrets
 
 LOG_EXCERPT = 20  # agent log lines kept per Mac for the reports
+LOG_LINES = 2000  # agent records read back since the run began
+POLL_S = 2.0  # between reads of the log while waiting for an admin's pattern
 
 
 @dataclass
@@ -61,13 +65,14 @@ class HostRun:
     def __init__(self, plan: HostPlan, book: Playbook, secrets: Secrets, masker: Masker, accept_new: bool,
                  events: Events, abort: threading.Event):
         self.plan, self.secrets, self.mask, self.accept_new = plan, secrets, masker, accept_new
-        self.action, self.verify_s, self.events = book.action, book.verify_timeout, events
-        self.scan = (book.scan_type, book.scan_cputhrottle, book.scan_timeout)
+        self.book, self.action, self.verify_s, self.events = book, book.action, book.verify_timeout, events
         self.abort = abort
         self.result = HostResult(plan.host.name)
         self.conn: ssh.Connection | None = None
         self.mode, self.password = ssh.SHELL, None
         self.memsize: int | None = None
+        self.paths = agent.Paths()  # where this Mac's agent logs and keeps its hostid
+        self.notes: list[str] = []  # warnings that do not fail the Mac, shown with its result
 
     def _step(self, name: str, script: str, privileged: bool = False, check: bool = True) -> ssh.Result:
         if self.abort.is_set():
@@ -109,7 +114,7 @@ class HostRun:
         self.events.step(h.name, "connect")
         self.conn = ssh.Connection(p.endpoint, p.known_hosts, self.accept_new)
         probe = facts.parse(self._step("probe", render.render(
-            "probe", package_id=agent.PACKAGE_ID, label=agent.LABEL, hostid_path=p.hostid_path,
+            "probe", package_id=agent.PACKAGE_ID, label=agent.LABEL, defaults=agent.Paths(),
             applied_file=APPLIED_FILE)).out)
         r.arch, r.macos = facts.first(probe, "arch") or None, facts.first(probe, "macos") or None
         self.memsize = facts.number(probe, "memsize")
@@ -119,9 +124,10 @@ class HostRun:
         state = probe
         if self.mode == ssh.SUDO_PASSWORD:  # sudo -n could not read the root-only state
             state = facts.parse(self._step("state", render.render(
-                "state", label=agent.LABEL, hostid_path=p.hostid_path, applied_file=APPLIED_FILE),
+                "state", label=agent.LABEL, defaults=agent.Paths(), applied_file=APPLIED_FILE),
                 privileged=True).out)
         applied = dict(line.partition("=")[::2] for line in state.get("applied", []))
+        self.paths = agent.Paths.remembered(applied)
         getattr(self, f"_{self.action}")(state, applied)
 
     def _preflight(self, pkg, needs_pod: bool) -> dict:
@@ -129,7 +135,8 @@ class HostRun:
         p = self.plan
         f = facts.parse(self._step("preflight", render.render(
             "preflight", staged=[p.staged(k) for k in p.packages.values()], group=p.group,
-            routes=p.routes if needs_pod else [], pod_url=p.pod_url)).out)
+            routes=p.routes if needs_pod else [], pod_url=p.pod_url, run_as=p.run_as,
+            sudo_command=p.sudo_command), privileged=p.sudo_command is not None).out)
         self._requirements(f, pkg, needs_pod)
         return f
 
@@ -150,16 +157,19 @@ class HostRun:
             res = self._step("install", p.package_script("install", pkg), privileged=True, check=False)
             if res.rc != 0:
                 raise HostFailed(self.mask(facts.installer_failure(res.out + res.err)))
-        self._configure_step(p.options, p.proxy_content, p.ca_bundle, p.marker(p.digests, p.fingerprint))
-        self._verify(pkg.version if need_install else r.version_before, self.since, wait_checkin=True)
-        r.status, r.reason = "changed", keep or None
+        self._configure_step(p.options, self._proxy_change(applied, all_settings=True), p.ca_bundle,
+                             p.digests, p.fingerprint)
+        self._verify(pkg.version if need_install else r.version_before)
+        r.status, r.reason = "changed", self._with_notes(keep)
 
     def _upgrade(self, state: dict, applied: dict) -> None:
         p, r = self.plan, self.result
-        pkg = p.packages.get(r.arch or "")
         if not r.version_before:
             raise HostFailed("the agent is not installed; roll it out with action install", status="skipped")
-        if _version(r.version_before) >= _version(pkg.version if pkg else "0"):
+        pkg = p.packages.get(r.arch or "")
+        if pkg is None:
+            raise HostFailed(f"no package for {r.arch}: set agent_pkg_{r.arch}")
+        if _version(r.version_before) >= _version(pkg.version):
             r.status, r.reason = "ok", f"already at {r.version_before}"
             return
         f = self._preflight(pkg, needs_pod=bool(p.pod_url))
@@ -167,63 +177,99 @@ class HostRun:
         res = self._step("upgrade", p.package_script("upgrade", pkg), privileged=True, check=False)
         if res.rc != 0:
             raise HostFailed(self.mask(facts.installer_failure(res.out + res.err)))
-        self._verify(pkg.version, self.since, wait_checkin=facts.first(state, "hostid") == "1")
-        r.status = "changed"
+        if p.ca_bundle:  # the bundle lives inside the app bundle, which the upgrade replaced
+            self._configure_step([], None, p.ca_bundle, {**applied, **p.digests}, applied.get("fingerprint", ""))
+        self._verify(pkg.version)
+        r.status, r.reason = "changed", self._with_notes(None)
 
     def _uninstall(self, state: dict, applied: dict) -> None:
         r = self.result
         if not r.version_before and not facts.first(state, "daemon_pid"):
             r.status, r.reason = "ok", "agent already absent"
             return
-        out = self._step("uninstall", self.plan.uninstall_script(self.verify_s), privileged=True).out
-        left = facts.parse(out).get("left", [])
+        hostid = self.paths.hostid_file
+        out = facts.parse(self._step("uninstall", self.plan.uninstall_script(
+            self.verify_s, hostid, self.book.remove_hostid), privileged=True).out)
+        left = out.get("left", [])
         if left:
             raise self._check_failed(f"uninstall left behind: {', '.join(left)}")
-        r.status, r.version_after = "changed", None
+        notes = []
+        if facts.first(out, "job_listed") == "1":
+            notes.append(f"launchd still lists {agent.LABEL} without a process (a known macOS delay, the guide)")
+        if facts.first(out, "hostid_left") == "1":
+            notes.append(f"hostid kept at {hostid} (set remove_hostid: true to remove it)")
+        elif self.book.remove_hostid:
+            notes.append(f"hostid removed from {hostid}")
+        r.status, r.version_after, r.reason = "changed", None, "; ".join(notes) or None
 
     def _configure(self, state: dict, applied: dict) -> None:
         p, r = self.plan, self.result
         if not r.version_before:
             raise HostFailed("the agent is not installed; roll it out with action install", status="skipped")
-        changed = {k for k, d in p.digests.items() if applied.get(k) != d}
+        proxy = self._proxy_change(applied, all_settings=False)
+        changed = {k for k, d in p.digests.items() if applied.get(k) != d and k != "proxy"}
+        if proxy is not None:
+            changed.add("proxy")
         if not changed:
             r.status = "ok"
             return
         self._preflight(None, needs_pod=bool(p.pod_url))
         options = [o for o in p.options if o.partition("=")[0] in changed]
-        self._configure_step(options, p.proxy_content if "proxy" in changed else None,
-                             p.ca_bundle if "ca_bundle" in changed else None,
-                             p.marker({**applied, **p.digests}, applied.get("fingerprint", "")))
-        self._verify(r.version_before, self.since, wait_checkin=False,
-                     expect="Configuration updated" if options and p.check_in_logged else None)
-        r.status, r.reason = "changed", "changed: " + ", ".join(sorted(changed))
+        self._configure_step(options, proxy, p.ca_bundle if "ca_bundle" in changed else None,
+                             {**applied, **p.digests}, applied.get("fingerprint", ""))
+        self._verify(r.version_before)
+        r.status, r.reason = "changed", self._with_notes("changed: " + ", ".join(sorted(changed)))
 
     def _scan(self, state: dict, applied: dict) -> None:
-        p, r = self.plan, self.result
+        """The guide's signals only: the ControlId printed, then the request (or its delay) in the
+        log. Completion is reported only when the admin gave scan_done_pattern."""
+        r, book = self.result, self.book
         if not r.version_before:
             raise HostFailed("the agent is not installed", status="skipped")
-        ctl = f"{agent.APP_BIN}/cloudagentctl.sh"
         res = self._step("scan", render.render(
-            "scan", ctl=ctl, scan_type=self.scan[0], cputhrottle=self.scan[1], log_file=p.log_file,
-            wait_s=self.scan[2]), privileged=True, check=False)
-        lines = facts.parse(res.out).get("log", [])
+            "scan", ctl=f"{agent.APP_BIN}/cloudagentctl.sh", scan_type=book.scan_type,
+            cputhrottle=book.scan_cputhrottle, paths=self.paths, wait_s=book.scan_timeout),
+            privileged=True, check=False)
+        out = facts.parse(res.out)
         control = next((l.split(": ", 1)[1] for l in res.out.splitlines() if l.startswith("On-Demand-Request")), None)
         if res.rc != 0 or not control:
-            raise self._check_failed(f"scan request refused: {(res.err or res.out).strip()[-200:]}")
-        kinds = [e.kind for e in agentlog.parse("\n".join(lines))]
-        if "manifest_missing" in kinds:
-            raise self._check_failed(f"scan {control}: manifest missing (agent not activated for {self.scan[0].upper()})")
-        if "scan_completed" in kinds:
-            r.status, r.reason = "ok", f"scan {control} completed"
-        elif "scan_delayed" in kinds:
-            r.status, r.reason = "ok", f"scan {control} delayed behind an interval scan"
-        elif "scan_started" in kinds:
-            r.status, r.reason = "ok", f"scan {control} started"
-        else:
-            raise self._check_failed(f"scan {control}: nothing in the agent log within {self.scan[2]}s (timed out)")
+            said = self.mask((res.err or res.out).strip().splitlines()[-1:] or [f"exit {res.rc}"])
+            raise self._check_failed(f"scan request refused by cloudagentctl.sh: {said[0] if isinstance(said, list) else said}"
+                                     + (f" (is the agent activated for {book.scan_type.upper()}?)" if res.rc else ""))
+        events = [e for e in agentlog.parse("\n".join(out.get("log_line", []))) if e.control_id == control]
+        kinds = {e.kind for e in events}
+        if "scan_request" not in kinds and "scan_delayed" not in kinds:
+            raise self._check_failed(f"scan {control}: the agent did not log the request within {book.scan_timeout}s")
+        state_text = "delayed behind an interval scan" if "scan_delayed" in kinds else "requested"
+        if book.scan_done_pattern:
+            pattern = re.compile(book.scan_done_pattern.replace("{control_id}", re.escape(control)))
+            if not self._wait_for(pattern, facts.first(out, "since"), book.scan_timeout):
+                raise self._check_failed(f"scan {control} {state_text}, but scan_done_pattern did not appear "
+                                         f"within {book.scan_timeout}s")
+            state_text = "done (scan_done_pattern seen)"
+        r.status, r.reason = "ok", f"scan {control} {state_text}"
 
-    def _configure_step(self, options: list[str], proxy: str | None, ca: str | None, marker: str) -> None:
-        self._step("configure", self.plan.configure_script(options, proxy, ca, marker), privileged=True)
+    def _configure_step(self, options: list[str], proxy: str | None, ca: str | None, digests: dict[str, str],
+                        fingerprint: str) -> None:
+        """Apply OPTIONS and remember on the Mac what was applied, and where the agent now writes."""
+        before = self.paths
+        self.paths = before.with_options(dict(o.split("=", 1) for o in options))
+        move = (before.hostid_file, self.paths.hostid_file) if before.hostid_file != self.paths.hostid_file else None
+        self._step("configure", self.plan.configure_script(
+            options, proxy, ca, self.plan.marker(digests, fingerprint, self.paths), move), privileged=True)
+
+    def _proxy_change(self, applied: dict, all_settings: bool) -> str | None:
+        """The proxy file to write, "" to remove the one fleetctl wrote, None to leave it alone
+        (a proxy file fleetctl never wrote, e.g. an MDM's, is not fleetctl's to remove)."""
+        p = self.plan
+        if p.proxy_content:
+            return p.proxy_content if all_settings or applied.get("proxy") != p.digests.get("proxy") else None
+        wrote = applied.get("proxy") not in (None, p.digests.get("proxy"))
+        return "" if wrote else None
+
+    def _with_notes(self, reason: str | None) -> str | None:
+        notes = [n for n in (reason, *self.notes) if n]
+        return "; ".join(notes) or None
 
     def _upload_if_needed(self, f: dict, pkg) -> None:
         if pkg.sha256 not in f.get("staged", []):
@@ -263,9 +309,18 @@ class HostRun:
             raise self._check_failed(f"free disk {disk // 1024} MB is below the agent's 100 MB minimum")
         if facts.first(f, "group_exists") != "1":
             raise self._check_failed(f"group {p.group!r} does not exist on this Mac; create it or change agent: Group")
+        if p.run_as and facts.first(f, "user_exists") != "1":
+            raise self._check_failed(f"user {p.run_as!r} does not exist on this Mac; create it or change agent: User")
+        if p.sudo_command and facts.first(f, "sudo_command_found") != "1":
+            raise self._check_failed(f"UseSudo is 1 but SudoCommand {p.sudo_command!r} is not on this Mac; the agent's "
+                                     "data collection would fail; install it or change agent: SudoCommand")
+        if p.sudo_command and p.run_as not in (None, "root") and facts.first(f, "run_as_nopasswd") != "1":
+            raise self._check_failed(f"UseSudo is 1 but user {p.run_as!r} may not run sudo without a password "
+                                     f"(sudo -l -U {p.run_as}); give it NOPASSWD or set UseSudo: 0")
         if needs_pod and not facts.first(f, "pod_reached"):
             errors = "; ".join(f.get("pod_error", [])) or "no answer"
             raise self._check_failed(self.mask(f"cannot reach the Qualys platform over HTTPS: {errors}"))
+        self.notes += f.get("pod_note", [])
 
     def _upload(self, pkg) -> None:
         p = self.plan
@@ -284,28 +339,51 @@ class HostRun:
         if res.rc != 0:
             raise HostFailed(f"upload: {res.err.strip() or f'exit {res.rc}'}")
 
-    def _verify(self, version: str, since: str, wait_checkin: bool, expect: str | None = None) -> None:
-        p, r = self.plan, self.result
-        wait = wait_checkin and p.check_in_logged
+    def _verify(self, version: str) -> None:
+        """Healthy as the guide defines it: the receipt's version, the launchd job with a PID, the
+        hostid under HostIdSearchDir, no Error/Fatal record since the run began (and, only when
+        the admin asked, checkin_pattern in the log)."""
+        p, r, since = self.plan, self.result, self.since
         out = self._step("verify", render.render(
-            "verify", since=since, log_file=p.log_file, wait_s=self.verify_s if wait or expect else 0,
-            expect=expect or "check-in succeeded", package_id=agent.PACKAGE_ID, label=agent.LABEL,
-            hostid_path=p.hostid_path, excerpt_lines=LOG_EXCERPT), privileged=True).out
+            "verify", since=since, paths=self.paths, wait_s=self.verify_s, package_id=agent.PACKAGE_ID,
+            label=agent.LABEL, ca_bundle_path=agent.CA_BUNDLE if p.ca_bundle else None, lines=LOG_LINES),
+            privileged=True).out
         v = facts.parse(out)
-        r.log = [self.mask(line) for line in v.get("log_line", [])]
+        lines = v.get("log_line", [])
+        events = agentlog.parse("\n".join(lines))
+        r.log = [self.mask(line) for line in lines[-LOG_EXCERPT:]]
+        problems = agentlog.at_least(events, "Error")
         r.version_after = facts.first(v, "version") or None
         if r.version_after != version:
             raise self._check_failed(f"verify: installed version is {r.version_after}, expected {version}")
         if not facts.first(v, "daemon_pid"):
-            errors = " | ".join(v.get("log_error", []))
             raise self._check_failed(f"verify: the agent daemon is not running (last exit {facts.first(v, 'daemon_exit', '?')})"
-                             + (f"; log: {errors}" if errors else ""))
+                                     + (f"; log: {self.mask(agentlog.first_line(problems[-1]))}" if problems else ""))
+        if problems:
+            raise self._check_failed("verify: the agent logged since the run began: "
+                                     + " | ".join(self.mask(agentlog.first_line(e)) for e in problems[-3:]))
         if facts.first(v, "hostid") != "1":
-            raise self._check_failed(f"verify: no hostid at {p.hostid_path}")
-        if v.get("log_error"):
-            raise self._check_failed("verify: agent log shows errors: " + " | ".join(v["log_error"]))
-        if (wait or expect) and facts.first(v, "expected") != "1":
-            raise self._check_failed(f"verify: no {'check-in' if wait else repr(expect)} in the agent log within {self.verify_s}s")
+            raise self._check_failed(f"verify: no hostid at {self.paths.hostid_file} after {self.verify_s}s: the "
+                                     "platform assigns it when the agent first reaches it; check the network and proxy")
+        if p.ca_bundle and facts.first(v, "ca_sha256") != hashlib.sha256(p.ca_bundle.encode()).hexdigest():
+            raise self._check_failed(f"verify: {agent.CA_BUNDLE} is not the proxy CA bundle fleetctl applied")
+        pattern = self.book.checkin_pattern
+        if pattern and not any(pattern.search(e.message) for e in events) and \
+                not self._wait_for(pattern, since, self.verify_s):
+            raise self._check_failed(f"verify: checkin_pattern {pattern.pattern!r} not in the agent log within "
+                                     f"{self.verify_s}s")
+
+    def _wait_for(self, pattern: re.Pattern, since: str, timeout_s: int) -> bool:
+        """Poll (bounded) the agent's records since SINCE for a pattern the admin configured."""
+        deadline = time.monotonic() + timeout_s
+        script = render.render("log_since", since=since, paths=self.paths, lines=LOG_LINES)
+        while True:
+            lines = self._step("wait-log", script, privileged=True).out
+            if any(pattern.search(e.message) for e in agentlog.parse(lines)):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(min(POLL_S, max(0.0, deadline - time.monotonic())))
 
 
 def _version(text: str) -> tuple[int, ...]:

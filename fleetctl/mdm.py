@@ -40,11 +40,11 @@ def script(flavour: str, playbook_path: Path, extra: dict[str, Any], embed: bool
     secrets = Secrets(prompt) if embed else None
     proxy_content = None
     if variables.get("proxy_urls"):
-        if variables.get("proxy_user") is not None and not embed:
-            raise UsageError("the proxy has credentials: export with --embed-secrets (Intune), or use a proxy "
-                             "without them for MDM-managed Macs")
         pseudo = Host("mdm-export", variables, [], 1, playbook_path)
         proxy, _ = Planner(book, secrets).proxy(pseudo, variables)
+        if proxy and not embed and any(s.user is not None for s in proxy.servers):
+            raise UsageError("the proxy has credentials: export with --embed-secrets (Intune), or use a proxy "
+                             "without them for MDM-managed Macs")
         proxy_content = proxy.file_content() if proxy else None
     values = {"activation_id": "", "customer_id": ""}
     if secrets:

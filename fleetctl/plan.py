@@ -7,11 +7,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fleetctl import agent, package, render, sshconfig
+from fleetctl import agent, certs, package, render, sshconfig
 from fleetctl.errors import UsageError
 from fleetctl.inventory import Host
 from fleetctl.playbook import Playbook
@@ -37,6 +38,7 @@ class Route:
 
     name: str
     curl_config: str
+    encrypted: bool = False  # string-util credentials: curl cannot log in, a 407 proves the proxy answers
 
 
 @dataclass
@@ -53,14 +55,18 @@ class HostPlan:
     endpoint: Endpoint
     digests: dict[str, str]  # setting -> sha256 of its value, recorded on the Mac once applied
     fingerprint: str  # of all settings together: an unchanged host needs no provisioning
-    log_file: str
-    check_in_logged: bool  # False when LogLevel/LogDestType hide check-ins from the log file
-    hostid_path: str
     group: str
+    run_as: str | None  # agent User, checked in preflight
+    sudo_command: str | None  # with UseSudo=1: the program the agent runs collection commands through
 
-    def marker(self, digests: dict[str, str], fingerprint: str) -> str:
-        """What the Mac remembers fleetctl applied (digests only, never values)."""
-        return "".join(f"{k}={v}\n" for k, v in sorted({**digests, "fingerprint": fingerprint}.items()))
+    def marker(self, digests: dict[str, str], fingerprint: str, paths: agent.Paths) -> str:
+        """What the Mac remembers fleetctl applied: digests (never values) and the agent's paths."""
+        entries = {**digests, "fingerprint": fingerprint, **paths.remember()}
+        return "".join(f"{k}={v}\n" for k, v in sorted(entries.items()))
+
+    @property
+    def option_values(self) -> dict[str, str]:
+        return dict(o.split("=", 1) for o in self.options)
 
     @property
     def staged_dir(self) -> str:
@@ -75,17 +81,20 @@ class HostPlan:
         return render.render(action, work_dir=WORK_DIR, staged=self.staged(pkg), sha256=pkg.sha256,
                              app_bin=agent.APP_BIN)
 
-    def configure_script(self, options: list[str], proxy: str | None, ca: str | None, marker: str) -> str:
+    def configure_script(self, options: list[str], proxy: str | None, ca: str | None, marker: str,
+                         move_hostid: tuple[str, str] | None = None) -> str:
+        """PROXY None leaves the proxy file alone, "" removes fleetctl's; MOVE_HOSTID (old, new)
+        carries the hostid along when HostIdSearchDir changes, so the Mac stays one asset."""
         return render.render(
             "configure", proxy_content=proxy, config_dir=agent.CONFIG_DIR, proxy_file=agent.PROXY_FILE,
             ca_bundle=ca, ca_bundle_path=agent.CA_BUNDLE, tool_paths=agent.TOOL_PATHS, options=options,
-            marker_dir=WORK_DIR, marker=marker, applied_file=APPLIED_FILE)
+            marker_dir=WORK_DIR, marker=marker, applied_file=APPLIED_FILE, move_hostid=move_hostid)
 
-    def uninstall_script(self, wait_s: int) -> str:
+    def uninstall_script(self, wait_s: int, hostid_file: str, remove_hostid: bool) -> str:
         return render.render(
             "uninstall", tool_paths=agent.UNINSTALL_PATHS, applied_file=APPLIED_FILE, wait_s=wait_s,
             label=agent.LABEL, app=agent.APP, plist=agent.PLIST, package_id=agent.PACKAGE_ID,
-            hostid_path=self.hostid_path)
+            hostid_path=hostid_file, remove_hostid=remove_hostid)
 
 
 def _curl_quote(text: str) -> str:
@@ -154,24 +163,15 @@ class Planner:
         if action in ("install", "configure"):
             options.update(self.playbook.options)
         proxy, routes = self.proxy(host, v)
-        ca_bundle = None
-        if v.get("proxy_ca_bundle"):
-            try:
-                ca_bundle = Path(os.path.expanduser(str(v["proxy_ca_bundle"]))).read_text()
-            except OSError as e:
-                raise self._fail(host, f"proxy_ca_bundle: {e.strerror}: {v['proxy_ca_bundle']}") from None
-            if "-----BEGIN CERTIFICATE-----" not in ca_bundle:
-                raise self._fail(host, "proxy_ca_bundle must be PEM certificates")
+        ca_bundle = self._ca_bundle(host, v.get("proxy_ca_bundle"))
         pod_ca = v.get("fleetctl_pod_ca")
         if pod_ca:
             routes = [Route(r.name, r.curl_config + f"cacert = {_curl_quote(str(pod_ca))}\n") for r in routes]
         settings = dict(options)
-        if action == "install" or proxy:
+        if action in ("install", "configure"):
             settings["proxy"] = proxy.file_content() if proxy else ""
         if action == "install" or ca_bundle:
             settings["ca_bundle"] = ca_bundle or ""
-        level = int(options.get("LogLevel", 3))
-        log_dir = options.get("LogFileDir", "/var/log/qualys/")
         become = v.get("fleetctl_become_secret")
         return HostPlan(
             host=host, packages=packages, options=[f"{k}={val}" for k, val in options.items()],
@@ -180,11 +180,16 @@ class Planner:
             endpoint=sshconfig.endpoint(host),
             digests={k: hashlib.sha256(val.encode()).hexdigest()[:32] for k, val in settings.items()},
             fingerprint=hashlib.sha256(json.dumps(sorted(settings.items())).encode()).hexdigest(),
-            log_file=os.path.join(log_dir, "qualys-cloud-agent.log"),
-            check_in_logged=level >= 3 and options.get("LogDestType", "file") == "file",
-            hostid_path=agent.hostid_path(options.get("HostIdSearchDir", str(v.get("agent_hostid_dir", "/etc/")))),
-            group=options.get("Group", "wheel"),
+            group=options.get("Group", "wheel"), run_as=options.get("User"),
+            sudo_command=options.get("SudoCommand", "sudo") if options.get("UseSudo") == "1" else None,
         )
+
+    def _ca_bundle(self, host: Host, value: Any) -> str | None:
+        """proxy_ca_bundle: one PEM file or a list of them, combined into the agent's one bundle."""
+        if not value:
+            return None
+        paths = value if isinstance(value, list) else [value]
+        return certs.bundle([str(p) for p in paths], host.where)
 
     def proxy(self, host: Host, v: dict) -> tuple[agent.Proxy | None, list[Route]]:
         """The proxy file's content and the routes preflight tries, from the proxy_* variables
@@ -196,35 +201,49 @@ class Planner:
             urls = [urls]
         if not isinstance(urls, list) or not 1 <= len(urls) <= agent.MAX_PROXIES:
             raise self._fail(host, f"proxy_urls must list 1 to {agent.MAX_PROXIES} proxies (the agent's limit)")
-        for url in urls:
-            problem = agent.proxy_url_problem(str(url))
-            if problem:
-                raise self._fail(host, problem)
         variable = v.get("proxy_variable", "qualys_https_proxy")
         if variable not in ("qualys_https_proxy", "https_proxy"):
             raise self._fail(host, "proxy_variable must be qualys_https_proxy (preferred) or https_proxy")
-        user = v.get("proxy_user")
-        password = None
-        if user is not None:
-            secret = v.get("proxy_password_secret")
-            if not secret:
-                raise self._fail(host, "proxy_user is set but proxy_password_secret (a secret name) is not")
-            password = self._secret(str(secret), f"password of proxy user {user}")
         no_proxy = v.get("no_proxy")
         if no_proxy is not None and not agent.HOST.match(str(no_proxy).lstrip(".")):
             raise self._fail(host, "no_proxy must be the pod's domain, e.g. qualys.com")
-        proxy = agent.Proxy(tuple(str(u).rstrip("/") for u in urls), str(variable), None if user is None else str(user),
-                            password, bool(v.get("proxy_encrypted", False)), None if no_proxy is None else str(no_proxy))
-        routes = []
-        for url in proxy.urls:
-            netloc = url.split("://", 1)[1]
-            config = f"proxy = {_curl_quote('http://' + netloc)}\n"
-            if user is not None and not proxy.encrypted:
-                config += f"proxy-user = {_curl_quote(str(user) + ':' + str(password))}\n"
-            routes.append(Route(netloc, config))
+        servers = tuple(self._proxy_server(host, v, entry) for entry in urls)
+        proxy = agent.Proxy(servers, str(variable), None if no_proxy is None else str(no_proxy))
         if no_proxy and self._bypassed(v.get("server_uri", ""), str(no_proxy)):
-            routes = [Route("direct", "")]
-        return proxy, routes
+            return proxy, [Route("direct", "")]
+        return proxy, [self._route(s) for s in servers]
+
+    def _proxy_server(self, host: Host, v: dict, entry: Any) -> agent.ProxyServer:
+        """A proxy_urls entry: a URL (with the shared proxy_user / proxy_password_secret, if set)
+        or a mapping {url, user, password_secret} with credentials of its own."""
+        if isinstance(entry, dict):
+            unknown = set(entry) - {"url", "user", "password_secret"}
+            if unknown or "url" not in entry:
+                raise self._fail(host, "a proxy_urls entry is a URL or a mapping with url: and optionally user: "
+                                       f"and password_secret:{' (not ' + ', '.join(sorted(unknown)) + ')' if unknown else ''}")
+            url, user, secret = entry["url"], entry.get("user"), entry.get("password_secret")
+        else:
+            url, user, secret = entry, v.get("proxy_user"), v.get("proxy_password_secret")
+        problem = agent.proxy_url_problem(str(url))
+        if problem:
+            raise self._fail(host, problem)
+        password = None
+        if user is not None:
+            if not secret:
+                raise self._fail(host, f"proxy {url}: a user is set but no password_secret (proxy_password_secret) "
+                                       "names the secret holding its password")
+            password = self._secret(str(secret), f"password of proxy user {user}")
+        return agent.ProxyServer(str(url).rstrip("/"), None if user is None else str(user), password)
+
+    @staticmethod
+    def _route(server: agent.ProxyServer) -> Route:
+        """How preflight's curl reaches the pod through SERVER: the port the agent dials, the
+        credentials percent-encoded in the proxy URL (curl decodes them), none if encrypted."""
+        creds = ""
+        if server.user is not None and not server.encrypted:
+            creds = f"{urllib.parse.quote(server.user, safe='')}:{urllib.parse.quote(server.password or '', safe='')}@"
+        config = f"proxy = {_curl_quote('http://' + creds + server.address)}\n"
+        return Route(server.address, config, server.encrypted)
 
     @staticmethod
     def _bypassed(server_uri: str, domain: str) -> bool:

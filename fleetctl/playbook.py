@@ -1,6 +1,7 @@
 """A playbook: the action, the agent's options and default variables, validated with line numbers."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from fleetctl.errors import UsageError
 
 ACTIONS = ("install", "upgrade", "uninstall", "configure", "scan")
 KEYS = {"name", "action", "agent", "vars", "verify_timeout", "subscription", "scan", "waves", "max_fail",
-        "failure_budget", "health_gate"}
+        "failure_budget", "health_gate", "checkin_pattern", "scan_done_pattern", "remove_hostid"}
 SCAN_TYPES = ("vm", "pc", "inv", "udc", "sca", "vmpc")
 
 
@@ -30,6 +31,17 @@ class Playbook:
     max_fail: wavespec.Limit | None = None  # per wave; None: never halt
     failure_budget: wavespec.Limit | None = None
     health_gate: bool = True  # after each wave's soak, check the wave's Macs are healthy
+    # The guide quotes no log line for "checked in" or "scan done": waiting for text is the admin's choice.
+    checkin_pattern: re.Pattern | None = None
+    scan_done_pattern: str | None = None  # a regex; {control_id} stands for the scan's ControlId
+    remove_hostid: bool = False  # uninstall: the guide does not say the hostid (Agentless Tracking) goes
+
+    @property
+    def log_level_warning(self) -> str | None:
+        if self.options.get("LogLevel") in ("4", "5"):
+            return (f"warning: {self.path}: LogLevel {self.options['LogLevel']} may write secrets in clear text "
+                    "to the agent's log (the vendor guide); lower it once you are done troubleshooting")
+        return None
 
 
 def load(path: Path) -> Playbook:
@@ -83,5 +95,31 @@ def load(path: Path) -> Playbook:
     gate = data.get("health_gate", True)
     if not isinstance(gate, bool):
         raise UsageError(f"{path}:{data.line_of('health_gate')}: health_gate must be true or false")
+    remove_hostid = data.get("remove_hostid", False)
+    if not isinstance(remove_hostid, bool):
+        raise UsageError(f"{path}:{data.line_of('remove_hostid')}: remove_hostid must be true or false")
     return Playbook(path, action, str(data.get("name") or action), clean, dict(variables), timeout,
-                    subscription, scan_type, throttle, scan_timeout, waves, max_fail, budget, gate)
+                    subscription, scan_type, throttle, scan_timeout, waves, max_fail, budget, gate,
+                    _pattern(path, data, "checkin_pattern"), _scan_done(path, data), remove_hostid)
+
+
+def _pattern(path: Path, data, key: str, text: str | None = None) -> re.Pattern | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    where = f"{path}:{data.line_of(key)}"
+    if not isinstance(value, str) or not value.strip():
+        raise UsageError(f"{where}: {key} must be a regular expression, e.g. 'Heartbeat acknowledged'")
+    try:
+        return re.compile(text if text is not None else value)
+    except re.error as e:
+        raise UsageError(f"{where}: {key} is not a valid regular expression: {e}") from None
+
+
+def _scan_done(path: Path, data) -> str | None:
+    """Checked with a stand-in ControlId so a bad pattern is refused before any Mac is touched."""
+    value = data.get("scan_done_pattern")
+    if value is not None:
+        stand_in = value.replace("{control_id}", re.escape("20200427151136.0")) if isinstance(value, str) else None
+        _pattern(path, data, "scan_done_pattern", stand_in)
+    return value

@@ -14,7 +14,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from fleetctl import engine, inventory, outfile, playbook, report, report_files, status
+from fleetctl import agent, engine, inventory, outfile, playbook, report, report_files, status
 from fleetctl.errors import UsageError
 from fleetctl.journal import DONE, Journal
 from fleetctl.plan import HostPlan, Planner
@@ -58,6 +58,7 @@ def _plans(playbook_path: Path, inventory_path: Path, limit: str | None, extra, 
 def show_plan(playbook_path: Path, inventory_path: Path, limit: str | None, extra, console: Console) -> None:
     """Print the scripts each host would run (identical hosts grouped), secrets as placeholders."""
     book, inv, plans = _plans(playbook_path, inventory_path, limit, extra, secrets=None)
+    _warn(book, console)
     groups: dict[str, list[str]] = {}
     for p in plans:
         groups.setdefault(_scripts(p, book), []).append(p.host.name)
@@ -80,8 +81,14 @@ def _scripts(p: HostPlan, book: playbook.Playbook) -> str:
         parts.append(("configure", p.configure_script(p.options, p.proxy_content, p.ca_bundle,
                                                       "<sha256 of each setting>")))
     if action == "uninstall":
-        parts.append(("uninstall", p.uninstall_script(book.verify_timeout)))
+        parts.append(("uninstall", "# the hostid path is read from what fleetctl applied on each Mac (default shown)\n"
+                      + p.uninstall_script(book.verify_timeout, agent.Paths().hostid_file, book.remove_hostid)))
     return "\n".join(f"# --- {name}\n{text}" for name, text in parts)
+
+
+def _warn(book: playbook.Playbook, console: Console) -> None:
+    if book.log_level_warning:
+        console.print(book.log_level_warning, style="yellow", markup=False, highlight=False)
 
 
 class Runner:
@@ -254,6 +261,7 @@ def run(playbook_path: Path, inventory_path: Path, limit: str | None, extra: tup
         limit = ",".join(failed) + (f":&{limit}" if limit else "")
     secrets = Secrets(prompt)
     book, inv, plans = _plans(playbook_path, inventory_path, limit, extra, secrets)
+    _warn(book, console)
     waves = assign([p.host.name for p in plans], inv.groups, book.waves, book.max_fail)
     run_id = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
     journal.start(run_id, book.action, playbook_path, inventory_path, limit, extra, forks,

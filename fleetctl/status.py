@@ -14,6 +14,7 @@ from rich.table import Table
 
 from fleetctl import agent, agentlog, facts, inventory, outfile, render, report, ssh, sshconfig
 from fleetctl.errors import UsageError
+from fleetctl.plan import APPLIED_FILE
 from fleetctl.inventory import Host
 from fleetctl.sshconfig import Endpoint
 from fleetctl.secrets import Secrets
@@ -31,10 +32,11 @@ class HostStatus:
     version: str | None = None
     provisioned: bool | None = None
     daemon_running: bool | None = None  # None: not known without root
-    last_checkin: str | None = None
     errors: int = 0
     warnings: int = 0
-    proxy: str | None = None
+    proxy: str | None = None  # the proxy file in force (credentials hidden), "none": direct
+    hostid_file: str | None = None  # where fleetctl applied HostIdSearchDir (default /etc/qualys/hostid)
+    log_source: str | None = None  # file or syslog (the macOS unified log)
     events: list[agentlog.Event] = field(default_factory=list, repr=False)
 
 
@@ -60,6 +62,13 @@ def _mac_since(now: str, since: timedelta | str) -> str:
         return "0000"
 
 
+def _window(since: timedelta | str) -> list[str]:
+    """`log show` arguments for the unified log: --last in minutes, or --start at a Mac time."""
+    if isinstance(since, str):
+        return ["--start", since]
+    return ["--last", f"{max(1, -(-int(since.total_seconds()) // 60))}m"]
+
+
 def _mode(conn: ssh.Connection, host: Host, secrets: Secrets, script: str) -> ssh.Result:
     """Run as root where we can (sudo -n, or the stored sudo password), else as the login user."""
     result = conn.run(script, ssh.SUDO_NOPASSWD)
@@ -76,11 +85,9 @@ def _mode(conn: ssh.Connection, host: Host, secrets: Secrets, script: str) -> ss
 def check(host: Host, where: Endpoint, secrets: Secrets, since: timedelta | str, accept_new: bool,
           lines: int = 500) -> HostStatus:
     status = HostStatus(host.name)
-    v = host.vars
     script = render.render(
         "status", package_id=agent.PACKAGE_ID, label=agent.LABEL, proxy_file=agent.PROXY_FILE, lines=lines,
-        hostid_path=agent.hostid_path(str(v.get("agent_hostid_dir", "/etc/"))),
-        log_file=str(v.get("agent_log_file", agent.LOG_FILE)))
+        applied_file=APPLIED_FILE, defaults=agent.Paths(), window=_window(since))
     try:
         conn = ssh.Connection(where, host.known_hosts, accept_new)
     except ssh.Unreachable as e:
@@ -100,26 +107,23 @@ def check(host: Host, where: Endpoint, secrets: Secrets, since: timedelta | str,
     if facts.first(f, "uid") == "0":
         status.daemon_running = bool(facts.first(f, "daemon_pid"))
     status.proxy = facts.first(f, "proxy") or None
+    status.hostid_file, status.log_source = facts.first(f, "hostid_file") or None, facts.first(f, "log_source") or None
     events = agentlog.since(agentlog.parse(log), _mac_since(facts.first(f, "now"), since))
     status.events = events
     status.errors = len(agentlog.at_least(events, "Error"))
     status.warnings = len(agentlog.at_least(events, "Warning")) - status.errors
-    checkins = [e.time for e in events if e.kind == "checkin_ok"]
-    status.last_checkin = checkins[-1] if checkins else None
     if not status.version:
         status.health = "absent"
         return status
     if not status.provisioned:
-        status.problems.append("not provisioned (no hostid)")
+        status.problems.append(f"no hostid at {status.hostid_file}: not provisioned, or never reached the platform")
     if status.daemon_running is False:
         status.problems.append("daemon not running")
     if status.daemon_running is None:
         status.problems.append("daemon state unknown (no root: set fleetctl_become_secret)")
-    if not status.last_checkin:
-        status.problems.append("no check-in in the log since --since")
     if status.errors:
         last = agentlog.at_least(events, "Error")[-1]
-        status.problems.append(f"{status.errors} error(s) in the log, last: {last.message.splitlines()[0][:120]}")
+        status.problems.append(f"{status.errors} error(s) in the log, last: {agentlog.first_line(last)}")
     status.health = "unhealthy" if status.problems else "healthy"
     return status
 
@@ -154,10 +158,10 @@ def show(console: Console, results: list[HostStatus], since_text: str) -> None:
     trouble = [r for r in results if r.health in ("unhealthy", "unreachable")]
     if trouble:
         detail = Table(title="needs attention")
-        for col in ("host", "version", "health", "last check-in", "errors", "problems"):
+        for col in ("host", "version", "health", "proxy", "errors", "problems"):
             detail.add_column(col, overflow="fold")
         for r in trouble[:200]:
-            detail.add_row(r.name, r.version or "-", r.health, r.last_checkin or "-", str(r.errors), "; ".join(r.problems))
+            detail.add_row(r.name, r.version or "-", r.health, r.proxy or "-", str(r.errors), "; ".join(r.problems))
         console.print(detail)
 
 

@@ -124,16 +124,21 @@ def test_on_demand_scans(rolled_out, tmp_path):
     lab, env = rolled_out
     (lab.dir / "hosts/mac-002/root/private/var/fleetlab/interval-scan").write_text("vm\n")
     hosts = play(lab, env, ROOT / "playbooks/scan.yml", "--limit", ",".join(HEALTHY))["by_name"]
-    for name in HEALTHY:
-        expected = "delayed behind an interval scan" if name == "mac-002" else "completed"
+    for name in HEALTHY:  # the guide's signals: the ControlId, then its request or delay line in the log
+        expected = "delayed behind an interval scan" if name == "mac-002" else "requested"
         assert hosts[name]["status"] == "ok" and hosts[name]["reason"].endswith(expected), hosts[name]
         control_id = hosts[name]["reason"].split()[1]
         assert f"ControlID={control_id}" in lab.mac(name).ok("cat /var/log/qualys/qualys-cloud-agent.log")
     (lab.dir / "hosts/mac-002/root/private/var/fleetlab/interval-scan").unlink()
+    done = tmp_path / "done.yml"  # completion only when the admin says what it looks like
+    done.write_text("action: scan\nscan_done_pattern: 'Scan results uploaded for ControlID={control_id}'\n")
+    host = play(lab, env, done, "--limit", "mac-001")["by_name"]["mac-001"]
+    assert host["status"] == "ok" and host["reason"].endswith("done (scan_done_pattern seen)"), host
     playbook = tmp_path / "udc.yml"
     playbook.write_text("action: scan\nscan: {type: udc, timeout: 10}\n")
     udc = play(lab, env, playbook, "--limit", "mac-001")["by_name"]["mac-001"]
-    assert udc["status"] == "failed" and "manifest missing" in udc["reason"]
+    assert udc["status"] == "failed" and "refused by cloudagentctl.sh" in udc["reason"], udc
+    assert "activated for UDC" in udc["reason"]
 
 
 def test_uninstall_sweep_leaves_no_agent_artefact(rolled_out):
@@ -147,9 +152,12 @@ def test_uninstall_sweep_leaves_no_agent_artefact(rolled_out):
     for name in HEALTHY + ["mac-005"]:
         mac = lab.mac(name)
         for path in ["/Applications/QualysCloudAgent.app", "/Library/LaunchDaemons/com.qualys.cloud-agent.plist",
-                     "/Library/Application Support/QualysCloudAgent", "/etc/qualys/hostid",
+                     "/Library/Application Support/QualysCloudAgent",
                      "/usr/local/qualys/cloud-agent", "/private/var/db/fleetctl/qualys-agent.applied"]:
             mac.ok(f"sudo test ! -e '{path}'")
+        if name != "mac-005":  # the crashing agent never reached the platform: no hostid to keep
+            mac.ok("test -s /etc/qualys/hostid")  # the guide does not say it goes (Agentless Tracking)
+            assert "hostid kept at /etc/qualys/hostid" in hosts[name]["reason"]
         assert mac.run("pkgutil --pkg-info com.qualys.cloud-agent").returncode == 1
         assert mac.run("sudo launchctl list com.qualys.cloud-agent").returncode == 113
         assert "qagent" not in mac.ok("ps -eo args")

@@ -72,7 +72,7 @@ def test_rollout_through_the_bastion_with_junit_and_html(admin_setup, lab: Lab):
     hosts = {h["name"]: h for h in doc["hosts"]}
     for name in OFFICE:
         assert hosts[name]["status"] == "changed", hosts[name]
-        assert any("check-in succeeded" in line for line in hosts[name]["log"]), hosts[name]["log"]
+        assert any("Heartbeat acknowledged" in line for line in hosts[name]["log"]), hosts[name]["log"]
     assert "timed out after 3s" in hosts["mac-010"]["reason"]
 
     suites = ET.parse(d / "r.xml").getroot()
@@ -85,7 +85,7 @@ def test_rollout_through_the_bastion_with_junit_and_html(admin_setup, lab: Lab):
     assert "daemon is not running" in failure.get("message")
     assert "\nverify: failed" in failure.text and "agent log:\n" in failure.text  # steps, and the agent's own words
     assert "[qualys-cloud-agent]" in failure.text.split("agent log:\n")[1]
-    assert "check-in succeeded" in cases["mac-020"].find("system-out").text
+    assert "Heartbeat acknowledged" in cases["mac-020"].find("system-out").text
 
     again = _fleetctl(env, "report", doc["run_id"], "--format", "junit")
     assert again.returncode == 0 and again.stdout == (d / "r.xml").read_text()

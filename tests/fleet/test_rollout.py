@@ -112,7 +112,8 @@ def test_status_sweep_and_logs(fleet, tmp_path):
     hosts = {h["name"]: h for h in report["hosts"]}
     for name in HEALTHY:
         assert hosts[name]["health"] == "healthy", hosts[name]
-        assert hosts[name]["version"] == "6.1.0.20" and hosts[name]["last_checkin"]
+        assert hosts[name]["version"] == "6.1.0.20" and hosts[name]["provisioned"] is True
+        assert (hosts[name]["hostid_file"], hosts[name]["log_source"]) == ("/etc/qualys/hostid", "file")
         assert hosts[name]["daemon_running"] is True
     assert hosts["mac-012"]["proxy"] == "qualys_https_proxy=" + lab.inventory["all"]["vars"]["lab_proxy_url"]
     crashed = hosts["mac-013"]

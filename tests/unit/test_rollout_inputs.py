@@ -125,14 +125,18 @@ def test_plan_shows_scripts_with_placeholders_not_secrets(tmp_path, pkgs):
     assert "1 host(s): mac-a" in done.stdout and "1 host(s): mac-b" in done.stdout
 
 
+S = agent.ProxyServer
+
+
 @pytest.mark.parametrize("proxy, content", [
-    (agent.Proxy(("https://10.0.0.1:3128",)), "qualys_https_proxy=https://10.0.0.1:3128\n"),
-    (agent.Proxy(("https://a:1", "https://b:2"), "https_proxy", "u", "p@ss:w$rd;"),
-     'https_proxy="https://u:p%40ss%3Aw%24rd%3B@a:1;https://u:p%40ss%3Aw%24rd%3B@b:2"\n'),
-    (agent.Proxy(("https://a:1",), user="#dXNlcg==", password="#cGFzcw==", encrypted=True),
-     "qualys_https_proxy=https://#dXNlcg==:#cGFzcw==@a:1\n"),
-    (agent.Proxy(("https://a:1",), no_proxy="qualys.com"),
-     "export qualys_https_proxy=https://a:1\nexport no_proxy=qualys.com\n"),
+    (agent.Proxy((S("https://10.0.0.1:3128"),)), "qualys_https_proxy=https://10.0.0.1:3128\n"),
+    (agent.Proxy((S("https://a:1", "u", "p@ss:w$rd;"), S("https://b:2", "o@x;2", "b")), "https_proxy"),
+     'https_proxy="https://u:p%40ss%3Aw%24rd%3B@a:1;https://o%40x%3B2:b@b:2"\n'),
+    (agent.Proxy((S("https://a:1", "#dXNlcg==", "#cGFzcw=="),)), "qualys_https_proxy=https://#dXNlcg==:#cGFzcw==@a:1\n"),
+    # the guide's own example encrypts only the password
+    (agent.Proxy((S("https://a:1", "svc@corp", "#cGFzcw=="),)), "qualys_https_proxy=https://svc%40corp:#cGFzcw==@a:1\n"),
+    (agent.Proxy((S("https://a:1"), S("https://b", "u", "p")), no_proxy="qualys.com"),
+     'export qualys_https_proxy="https://a:1;https://u:p@b"\nexport no_proxy=qualys.com\n'),
 ])
 def test_proxy_file_content_is_exactly_per_spec(proxy, content):
     assert proxy.file_content() == content
