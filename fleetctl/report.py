@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fleetctl.engine import Events, HostResult
+from fleetctl.results import Events, HostResult
 
 STYLE = {"ok": "green", "changed": "cyan", "failed": "red", "unreachable": "magenta"}
 GROUP_ABOVE = 25  # more hosts than this: identical outcomes share a row

@@ -13,7 +13,7 @@ from pathlib import Path
 import jinja2
 
 from fleetctl import __version__, outfile
-from fleetctl.engine import HostResult
+from fleetctl.results import HostResult
 from fleetctl.journal import Run
 
 SCHEMA = "fleetctl.report/1"  # bump when a field changes meaning or goes away; adding fields keeps it

@@ -15,14 +15,15 @@ from rich.console import Console
 from rich.table import Table
 
 from fleetctl import agent, engine, inventory, outfile, playbook, report, report_files, status
+from fleetctl.actions import ACTIONS
 from fleetctl.errors import UsageError
 from fleetctl.journal import DONE, Journal
 from fleetctl.plan import HostPlan, Planner
 from fleetctl.report_files import Outputs
+from fleetctl.results import ExitCode, HostResult, Step, exit_code
 from fleetctl.secrets import Secrets
 from fleetctl.waves import assign
 
-EXIT_FAILED, EXIT_HALTED, EXIT_INTERRUPTED = 3, 4, 130
 GATED = ("install", "upgrade")
 SOAK_STEP_S = 1.0
 
@@ -72,17 +73,7 @@ def show_plan(playbook_path: Path, inventory_path: Path, limit: str | None, extr
 
 
 def _scripts(p: HostPlan, book: playbook.Playbook) -> str:
-    action, parts = book.action, []
-    for arch, pkg in p.packages.items():
-        parts.append((f"{action} ({arch})", f"# if uname -m is {arch}: {pkg.path.name} version {pkg.version} "
-                      f"sha256 {pkg.sha256}, uploaded to {p.staged(pkg)} unless already there\n"
-                      + p.package_script("install" if action == "install" else "upgrade", pkg)))
-    if action in ("install", "configure"):
-        parts.append(("configure", p.configure_script(p.options, p.proxy_content, p.ca_bundle,
-                                                      "<sha256 of each setting>")))
-    if action == "uninstall":
-        parts.append(("uninstall", "# the hostid path is read from what fleetctl applied on each Mac (default shown)\n"
-                      + p.uninstall_script(book.verify_timeout, agent.Paths().hostid_file, book.remove_hostid)))
+    parts = ACTIONS[book.action].scripts(p, book)
     return "\n".join(f"# --- {name}\n{text}" for name, text in parts)
 
 
@@ -126,7 +117,7 @@ class Runner:
             def over() -> bool:
                 return wave_failed > allowed or (budget is not None and self.failed_total > budget)
 
-            def done(result: engine.HostResult) -> None:
+            def done(result: HostResult) -> None:
                 nonlocal wave_failed
                 if result.status == "pending":
                     return
@@ -146,8 +137,9 @@ class Runner:
                 events.done = lambda r: (done(r), live_done(r))
                 step = events.step
                 events.step = lambda h, s: (self.journal.step(self.run_id, h, s), step(h, s))
-                results = engine.run_all([self.plans[n] for n in pending], self.book, self.secrets, self.forks,
-                                         self.accept_new, events, self.stop, self.abort, self._interrupted)
+                results = engine.run_all(ACTIONS[self.book.action], [self.plans[n] for n in pending], self.book,
+                                         self.secrets, self.forks, self.accept_new, events, self.stop, self.abort,
+                                         self._interrupted)
             if window_closed.is_set() and not self.abort.is_set() and not over():
                 self._say(f"wave {wave.name!r}: its window closed; run is waiting. Continue with: "
                           f"fleetctl resume {self.run_id}")
@@ -172,7 +164,7 @@ class Runner:
         else:
             self._say("Ctrl-C again: running Macs stop after their current step and stay pending for resume.")
 
-    def _soak_and_gate(self, wave, changed: list[engine.HostResult], started: datetime, allowed_left: int,
+    def _soak_and_gate(self, wave, changed: list[HostResult], started: datetime, allowed_left: int,
                        budget: int | None) -> str | None:
         """Wait the wave's soak, then check its Macs; returns 'halted' or 'interrupted' to stop."""
         if wave.soak_s:
@@ -218,10 +210,10 @@ def _finish(journal: Journal, run_id: str, action: str, state: str, console: Con
     console.print(f"run {run_id}: {state}", markup=False, highlight=False)
     report_files.write(outputs, journal.run(run_id), results)
     if state == "halted":
-        return EXIT_HALTED
+        return ExitCode.HALTED
     if state == "interrupted":
-        return EXIT_INTERRUPTED
-    return EXIT_FAILED if any(r.status in ("failed", "unreachable") for r in results) else 0
+        return ExitCode.INTERRUPTED
+    return exit_code(results)
 
 
 def _execute(runner: Runner, waves: list, total_hosts: int, outputs: Outputs) -> int:
@@ -238,14 +230,14 @@ def _execute(runner: Runner, waves: list, total_hosts: int, outputs: Outputs) ->
     return _finish(journal, run_id, runner.book.action, state, runner.console, outputs)
 
 
-def results_of(journal: Journal, run_id: str) -> list[engine.HostResult]:
+def results_of(journal: Journal, run_id: str) -> list[HostResult]:
     out = []
     for name, _, state, reason, result in journal.hosts(run_id):
         if result:
-            steps = [engine.Step(**s) for s in result.pop("steps", [])]
-            out.append(engine.HostResult(**{**result, "steps": steps}))
+            steps = [Step(**s) for s in result.pop("steps", [])]
+            out.append(HostResult(**{**result, "steps": steps}))
         else:
-            out.append(engine.HostResult(name, status="pending" if state in ("pending", "running") else state,
+            out.append(HostResult(name, status="pending" if state in ("pending", "running") else state,
                                          reason=reason or "not started"))
     return out
 

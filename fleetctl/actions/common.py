@@ -1,0 +1,154 @@
+"""Steps several actions share: preflight, configure, verify, waiting for an admin's pattern."""
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+
+from fleetctl import agent, agentlog, facts, render
+from fleetctl.engine import HostFailed, Session
+from fleetctl.plan import HostPlan, Package
+
+LOG_EXCERPT = 20  # agent log lines kept per Mac for the reports
+LOG_LINES = 2000  # agent records read back since the run began
+POLL_S = 2.0  # between reads of the log while waiting for an admin's pattern
+
+
+def version(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split(".") if x.isdigit())
+
+
+def package_for(s: Session) -> Package:
+    pkg = s.plan.packages.get(s.result.arch or "")
+    if pkg is None:
+        raise HostFailed(f"no package for {s.result.arch}: set agent_pkg_{s.result.arch}")
+    return pkg
+
+
+def require_agent(s: Session, hint: str = "; roll it out with action install") -> None:
+    if not s.result.version_before:
+        raise HostFailed(f"the agent is not installed{hint}", status="skipped")
+
+
+def preflight(s: Session, pkg: Package | None, needs_pod: bool) -> dict:
+    """Second round trip, only for a Mac that is about to change: the spec's requirements."""
+    p = s.plan
+    f = facts.parse(s.step("preflight", render.render(
+        "preflight", staged=[p.staged(k) for k in p.packages.values()], group=p.group,
+        routes=p.routes if needs_pod else [], pod_url=p.pod_url, run_as=p.run_as,
+        sudo_command=p.sudo_command), privileged=p.sudo_command is not None).out)
+    _requirements(s, f, needs_pod)
+    return f
+
+
+def _requirements(s: Session, f: dict, needs_pod: bool) -> None:
+    """The spec's host requirements; checked before anything on the Mac changes."""
+    p, r = s.plan, s.result
+    if r.arch not in ("arm64", "x86_64"):
+        raise s.check_failed(f"not a Mac we know: uname -m says {r.arch!r}")
+    if s.memsize is not None and s.memsize < agent.MIN_MEMORY:
+        raise s.check_failed(f"memory {s.memsize >> 20} MB is below the agent's 512 MB minimum")
+    disk = facts.number(f, "disk_free_kb")
+    if disk is not None and disk < agent.MIN_DISK_KB:
+        raise s.check_failed(f"free disk {disk // 1024} MB is below the agent's 100 MB minimum")
+    if facts.first(f, "group_exists") != "1":
+        raise s.check_failed(f"group {p.group!r} does not exist on this Mac; create it or change agent: Group")
+    if p.run_as and facts.first(f, "user_exists") != "1":
+        raise s.check_failed(f"user {p.run_as!r} does not exist on this Mac; create it or change agent: User")
+    if p.sudo_command and facts.first(f, "sudo_command_found") != "1":
+        raise s.check_failed(f"UseSudo is 1 but SudoCommand {p.sudo_command!r} is not on this Mac; the agent's "
+                             "data collection would fail; install it or change agent: SudoCommand")
+    if p.sudo_command and p.run_as not in (None, "root") and facts.first(f, "run_as_nopasswd") != "1":
+        raise s.check_failed(f"UseSudo is 1 but user {p.run_as!r} may not run sudo without a password "
+                             f"(sudo -l -U {p.run_as}); give it NOPASSWD or set UseSudo: 0")
+    if needs_pod and not facts.first(f, "pod_reached"):
+        errors = "; ".join(f.get("pod_error", [])) or "no answer"
+        raise s.check_failed(s.mask(f"cannot reach the Qualys platform over HTTPS: {errors}"))
+    s.notes += f.get("pod_note", [])
+
+
+def upload_if_needed(s: Session, f: dict, pkg: Package) -> None:
+    if pkg.sha256 not in f.get("staged", []):
+        s.upload(pkg)
+
+
+def install_package(s: Session, step: str, pkg: Package) -> None:
+    """`install` (installer) or `upgrade` (qagent_upgrade.sh) of the staged package."""
+    res = s.step(step, s.plan.package_script(step, pkg), privileged=True, check=False)
+    if res.rc != 0:
+        raise HostFailed(s.mask(facts.installer_failure(res.out + res.err)))
+
+
+def configure(s: Session, options: list[str], proxy: str | None, ca: str | None, digests: dict[str, str],
+              fingerprint: str) -> None:
+    """Apply OPTIONS and remember on the Mac what was applied, and where the agent now writes."""
+    before = s.paths
+    s.paths = before.with_options(dict(o.split("=", 1) for o in options))
+    move = (before.hostid_file, s.paths.hostid_file) if before.hostid_file != s.paths.hostid_file else None
+    s.step("configure", s.plan.configure_script(
+        options, proxy, ca, s.plan.marker(digests, fingerprint, s.paths), move), privileged=True)
+
+
+def proxy_change(s: Session, all_settings: bool) -> str | None:
+    """The proxy file to write, "" to remove the one fleetctl wrote, None to leave it alone
+    (a proxy file fleetctl never wrote, e.g. an MDM's, is not fleetctl's to remove)."""
+    p, applied = s.plan, s.applied
+    if p.proxy_content:
+        return p.proxy_content if all_settings or applied.get("proxy") != p.digests.get("proxy") else None
+    wrote = applied.get("proxy") not in (None, p.digests.get("proxy"))
+    return "" if wrote else None
+
+
+def verify(s: Session, expected_version: str) -> None:
+    """Healthy as the guide defines it: the receipt's version, the launchd job with a PID, the
+    hostid under HostIdSearchDir, no Error/Fatal record since the run began (and, only when the
+    admin asked, checkin_pattern in the log)."""
+    p, r, book = s.plan, s.result, s.book
+    out = s.step("verify", render.render(
+        "verify", since=s.since, paths=s.paths, wait_s=book.verify_timeout, package_id=agent.PACKAGE_ID,
+        label=agent.LABEL, ca_bundle_path=agent.CA_BUNDLE if p.ca_bundle else None, lines=LOG_LINES),
+        privileged=True).out
+    v = facts.parse(out)
+    lines = v.get("log_line", [])
+    events = agentlog.parse("\n".join(lines))
+    r.log = [s.mask(line) for line in lines[-LOG_EXCERPT:]]
+    problems = agentlog.at_least(events, "Error")
+    r.version_after = facts.first(v, "version") or None
+    if r.version_after != expected_version:
+        raise s.check_failed(f"verify: installed version is {r.version_after}, expected {expected_version}")
+    if not facts.first(v, "daemon_pid"):
+        raise s.check_failed(f"verify: the agent daemon is not running (last exit {facts.first(v, 'daemon_exit', '?')})"
+                             + (f"; log: {s.mask(agentlog.first_line(problems[-1]))}" if problems else ""))
+    if problems:
+        raise s.check_failed("verify: the agent logged since the run began: "
+                             + " | ".join(s.mask(agentlog.first_line(e)) for e in problems[-3:]))
+    if facts.first(v, "hostid") != "1":
+        raise s.check_failed(f"verify: no hostid at {s.paths.hostid_file} after {book.verify_timeout}s: the "
+                             "platform assigns it when the agent first reaches it; check the network and proxy")
+    if p.ca_bundle and facts.first(v, "ca_sha256") != hashlib.sha256(p.ca_bundle.encode()).hexdigest():
+        raise s.check_failed(f"verify: {agent.CA_BUNDLE} is not the proxy CA bundle fleetctl applied")
+    pattern = book.checkin_pattern
+    if pattern and not any(pattern.search(e.message) for e in events) and \
+            not wait_for(s, pattern, s.since, book.verify_timeout):
+        raise s.check_failed(f"verify: checkin_pattern {pattern.pattern!r} not in the agent log within "
+                             f"{book.verify_timeout}s")
+
+
+def wait_for(s: Session, pattern: re.Pattern, since: str, timeout_s: int) -> bool:
+    """Poll (bounded) the agent's records since SINCE for a pattern the admin configured."""
+    deadline = time.monotonic() + timeout_s
+    script = render.render("log_since", since=since, paths=s.paths, lines=LOG_LINES)
+    while True:
+        lines = s.step("wait-log", script, privileged=True).out
+        if any(pattern.search(e.message) for e in agentlog.parse(lines)):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(min(POLL_S, max(0.0, deadline - time.monotonic())))
+
+
+def package_scripts(plan: HostPlan, step: str) -> list[tuple[str, str]]:
+    """What `fleetctl plan` shows for each architecture's package."""
+    return [(f"{step} ({arch})", f"# if the Mac is {arch}: {pkg.path.name} version {pkg.version} sha256 "
+             f"{pkg.sha256}, uploaded to {plan.staged(pkg)} unless already there\n" + plan.package_script(step, pkg))
+            for arch, pkg in plan.packages.items()]

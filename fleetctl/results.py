@@ -1,0 +1,60 @@
+"""What every layer below the engine reports: steps, host results, statuses and exit codes.
+
+Reports and the journal import this module, never the engine.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Callable, Literal
+
+HostStatus = Literal["running", "ok", "changed", "failed", "unreachable", "skipped", "pending"]
+StepStatus = Literal["ok", "changed", "failed", "skipped"]
+PROBLEMS = ("failed", "unreachable")  # statuses that make a run exit with FAILED
+
+
+class ExitCode(IntEnum):
+    """The run's exit status, the same for every command."""
+
+    OK = 0
+    ERROR = 1  # fleetctl itself could not do what was asked
+    USAGE = 2  # bad input: nothing was contacted
+    FAILED = 3  # some Macs failed or were unreachable
+    HALTED = 4  # a failure threshold stopped the run
+    INTERRUPTED = 130  # Ctrl-C
+
+
+@dataclass
+class Step:
+    name: str
+    status: StepStatus
+    duration_s: float
+    detail: str = ""
+
+
+@dataclass
+class HostResult:
+    name: str
+    status: HostStatus = "running"  # pending: aborted or not started, resume finishes it
+    reason: str | None = None
+    arch: str | None = None
+    macos: str | None = None
+    version_before: str | None = None
+    version_after: str | None = None
+    uploaded_bytes: int = 0
+    duration_s: float = 0.0
+    steps: list[Step] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)  # the agent's log since the run began (tail), for reports
+
+
+@dataclass
+class Events:
+    """Callbacks the live report listens to (called from worker threads)."""
+
+    step: Callable[[str, str], None] = lambda host, step: None
+    sent: Callable[[int], None] = lambda n: None
+    done: Callable[[HostResult], None] = lambda result: None
+
+
+def exit_code(results: list[HostResult]) -> ExitCode:
+    return ExitCode.FAILED if any(r.status in PROBLEMS for r in results) else ExitCode.OK
