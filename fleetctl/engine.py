@@ -28,11 +28,12 @@ class Aborted(Exception):
 
 
 class Action(Protocol):
-    """An action module (fleetctl/actions/*.py)."""
+    """An action module (fleetctl/actions/*.py), or an object shaped like one."""
 
     def scripts(self, plan: HostPlan, book: Playbook) -> list[tuple[str, str]]: ...
 
     def run(self, session: "Session") -> None: ...
+
 
 
 class Session:
@@ -79,7 +80,7 @@ class Session:
     def run(self, action: Action) -> HostResult:
         started = time.monotonic()
         try:
-            self._open()
+            self._open(action)
             action.run(self)
         except HostFailed as e:
             self.result.status, self.result.reason = e.status, self.mask(str(e))
@@ -98,24 +99,25 @@ class Session:
         self.events.done(self.result)
         return self.result
 
-    def _open(self) -> None:
-        """Connect and probe: one round trip tells whether the Mac needs anything."""
+    def _open(self, action: Action) -> None:
+        """Connect and probe: one round trip tells whether the Mac needs anything (and, for
+        `status`, carries the agent's records too)."""
         p, r = self.plan, self.result
         self.events.step(p.host.name, "connect")
         self.conn = self._connect()
-        probe = facts.parse(self.step("probe", render.render(
-            "probe", package_id=agent.PACKAGE_ID, label=agent.LABEL, defaults=agent.Paths(),
-            applied_file=APPLIED_FILE)).out)
+        values = {"package_id": agent.PACKAGE_ID, "label": agent.LABEL, "defaults": agent.Paths(),
+                  "applied_file": APPLIED_FILE, "proxy_file": agent.PROXY_FILE, "log_lines": 0, "window": [],
+                  **getattr(action, "probe_values", {})}
+        probe = facts.parse(self.step("probe", render.render("probe", **values)).out)
         r.arch, r.macos = facts.first(probe, "arch") or None, facts.first(probe, "macos") or None
         self.memsize = facts.number(probe, "memsize")
         r.version_before = r.version_after = facts.first(probe, "agent_version") or None
         self.since = facts.first(probe, "now")
-        self._privilege(probe)
         self.state = probe
-        if self.mode == ssh.SUDO_PASSWORD:  # sudo -n could not read the root-only state
-            self.state = facts.parse(self.step("state", render.render(
-                "state", label=agent.LABEL, defaults=agent.Paths(), applied_file=APPLIED_FILE),
-                privileged=True).out)
+        if not self._privilege(probe, getattr(action, "needs_root", True)):
+            self.state = {**probe, **facts.parse(self.step("state", render.render("state", **values)).out)}
+        elif self.mode == ssh.SUDO_PASSWORD:  # sudo -n could not read the root-only state
+            self.state = facts.parse(self.step("state", render.render("state", **values), privileged=True).out)
         self.applied = dict(line.partition("=")[::2] for line in self.state.get("applied", []))
         self.paths = agent.Paths.remembered(self.applied)
 
@@ -123,20 +125,25 @@ class Session:
         p = self.plan
         return ssh.Connection(p.endpoint, p.known_hosts, self.accept_new)
 
-    def _privilege(self, f: dict) -> None:
+    def _privilege(self, f: dict, needs_root: bool) -> bool:
+        """Choose how privileged steps run; False when they cannot (only for a read-only action)."""
         p = self.plan
         privilege = facts.first(f, "privilege")
+        password = self.secrets.values.get(p.become_secret or "")
         if privilege == "root":
             self.mode = ssh.SHELL
         elif privilege == "nopasswd":
             self.mode = ssh.SUDO_NOPASSWD
+        elif privilege == "password" and password is not None:
+            self.mode, self.password = ssh.SUDO_PASSWORD, password
+        elif not needs_root:
+            return False
         elif privilege == "password":
-            if not p.become_secret:
-                raise HostFailed("sudo asks for a password and none is configured: set fleetctl_become_secret "
-                                 "for this host and store it with `fleetctl secrets set NAME`")
-            self.mode, self.password = ssh.SUDO_PASSWORD, self.secrets.values[p.become_secret]
+            raise HostFailed("sudo asks for a password and none is configured: set fleetctl_become_secret "
+                             "for this host and store it with `fleetctl secrets set NAME`")
         else:
             raise HostFailed(f"{p.host.user} cannot use sudo on this Mac")
+        return True
 
     def upload(self, pkg: Package) -> None:
         """Stream the package into the login user's staging directory (the Mac checks its sha256 later)."""

@@ -179,13 +179,12 @@ class Runner:
         if not self.book.health_gate or not changed:
             return None
         since = datetime.now(timezone.utc) - started + timedelta(seconds=5)
+        checked = status.check([self.plans[r.name] for r in changed], self.secrets, since, self.forks, self.accept_new)
         unhealthy = 0
-        for result in changed:
-            plan = self.plans[result.name]
-            s = status.check(plan.host, plan.endpoint, self.secrets, since, self.accept_new)
-            problems = list(s.problems)
-            if s.version != result.version_after:
-                problems.append(f"version {s.version}, expected {result.version_after}")
+        for result, health in zip(changed, checked):
+            problems = list(health.problems)
+            if health.version != result.version_after:
+                problems.append(f"version {health.version}, expected {result.version_after}")
             if problems:
                 unhealthy += 1
                 self.failed_total += 1

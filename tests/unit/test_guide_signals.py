@@ -11,7 +11,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from fleetctl import agent, certs, playbook, status
+from fleetctl import agent, certs, playbook
+from fleetctl.actions.status import window
 from fleetctl.errors import UsageError
 from test_rollout_inputs import ACTIVATION, fleetctl, pkgs, write_inventory  # noqa: F401 (fixture)
 
@@ -106,6 +107,6 @@ def test_plan_shows_each_proxys_own_user(tmp_path, pkgs):
 
 
 def test_status_window_for_the_unified_log():
-    assert status._window(timedelta(hours=24)) == ["--last", "1440m"]
-    assert status._window(timedelta(seconds=30)) == ["--last", "1m"]
-    assert status._window("2026-11-26 08:00:00") == ["--start", "2026-11-26 08:00:00"]
+    assert window(timedelta(hours=24)) == ["--last", "1440m"]
+    assert window(timedelta(seconds=30)) == ["--last", "1m"]
+    assert window("2026-11-26 08:00:00") == ["--start", "2026-11-26 08:00:00"]

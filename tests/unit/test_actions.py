@@ -1,0 +1,169 @@
+"""Each action's decisions, over a fake connection that replays what a Mac's scripts print."""
+from __future__ import annotations
+
+import pytest
+
+import fakemac as m
+from fleetctl.lab import pkgbuild
+from fleetctl.ssh import Result
+
+ROLLOUT = "action: install\nverify_timeout: 5\n"
+
+
+@pytest.fixture(scope="module")
+def pkgs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pkgs")
+    return {a: pkgbuild.build(d / f"{a}.pkg", "6.1.0.20", a, size_mb=1) for a in ("arm64", "x86_64")}
+
+
+def test_fresh_mac_is_installed_configured_and_verified(tmp_path, pkgs):
+    result, conn = m.run(tmp_path, pkgs, ROLLOUT, [
+        ("probe", m.probe(version=None, daemon_pid="", hostid="0")), ("preflight", m.preflight()),
+        ("upload", m.OK), ("install", Result(0, "installer: The install was successful.\n", "")),
+        ("configure", m.OK), ("verify", m.verify(log=[m.LOG.format(s=1, level="Information", message="started")]))])
+    assert (result.status, result.version_after, result.uploaded_bytes) == ("changed", "6.1.0.20", pkgs["arm64"].stat().st_size)
+    configure = conn.scripts[4][0]
+    assert "ActivationId=" + m.ACTIVATION in configure and "path.HostIdSearchDir=/etc/" in configure
+
+
+def test_converged_mac_is_left_alone_in_one_round_trip(tmp_path, pkgs):
+    """What configure wrote on the Mac is what the next probe reads back."""
+    _, conn = m.run(tmp_path, pkgs, ROLLOUT, [
+        ("probe", m.probe(version=None, daemon_pid="", hostid="0")), ("preflight", m.preflight()), ("upload", m.OK),
+        ("install", m.OK), ("configure", m.OK), ("verify", m.verify())])
+    applied = conn.scripts[4][0].split("> /private/var/db/fleetctl/qualys-agent.applied")[0]
+    lines = [l for l in applied.split("printf '%s' '", )[-1].split("'")[0].splitlines() if "=" in l]
+    result, _ = m.run(tmp_path, pkgs, ROLLOUT, [("probe", m.probe(applied=lines))])
+    assert (result.status, result.reason) == ("ok", None)
+
+
+def test_newer_agent_is_kept(tmp_path, pkgs):
+    result, _ = m.run(tmp_path, pkgs, ROLLOUT, [
+        ("probe", m.probe(version="6.2.0.1", hostid="0")), ("preflight", m.preflight()), ("configure", m.OK),
+        ("verify", m.verify(version="6.2.0.1"))])
+    assert (result.status, result.reason) == ("changed", "keeps newer 6.2.0.1")
+
+
+def test_no_package_for_the_arch(tmp_path, pkgs):
+    result, _ = m.run(tmp_path, {**pkgs}, ROLLOUT, [("probe", m.probe(arch="x86_64"))], agent_pkg_x86_64="")
+    assert (result.status, result.reason) == ("failed", "no package for x86_64: set agent_pkg_x86_64")
+    upgrade, _ = m.run(tmp_path, pkgs, "action: upgrade\n", [("probe", m.probe(arch="x86_64"))], agent_pkg_x86_64="")
+    assert (upgrade.status, upgrade.reason) == ("failed", "no package for x86_64: set agent_pkg_x86_64")
+
+
+def test_sudo_with_a_password_reads_state_as_root(tmp_path, pkgs):
+    result, conn = m.run(tmp_path, pkgs, ROLLOUT, [
+        ("probe", m.probe(privilege="password")), ("state", m.facts(daemon_pid="412", hostid="0")),
+        ("preflight", m.preflight()), ("configure", m.OK), ("verify", m.verify())],
+        secrets={"mac_sudo": "s3cret-sudo"}, fleetctl_become_secret="mac_sudo")
+    assert result.status == "changed"
+    assert conn.scripts[1][1].startswith("sudo -S") and conn.scripts[1][2] == "s3cret-sudo"
+    assert "s3cret-sudo" not in str(result)
+    missing, _ = m.run(tmp_path, pkgs, ROLLOUT, [("probe", m.probe(privilege="password"))])
+    assert missing.status == "failed" and "fleetctl_become_secret" in missing.reason
+
+
+@pytest.mark.parametrize("probe, preflight, words", [
+    ({"memsize": 256 << 20}, {}, "memory 256 MB is below"),
+    ({}, {"disk_free_kb": 80 * 1024}, "free disk 80 MB is below"),
+    ({}, {"pod_reached": "", "pod_error": "via direct: timed out"}, "cannot reach the Qualys platform"),
+    ({}, {"group_exists": 0}, "group 'wheel' does not exist"),
+])
+def test_every_failed_check_stops_before_a_change(tmp_path, pkgs, probe, preflight, words):
+    result, _ = m.run(tmp_path, pkgs, ROLLOUT, [("probe", m.probe(version=None, hostid="0", **probe)),
+                                                ("preflight", m.preflight(**preflight))])
+    assert result.status == "failed" and words in result.reason, result.reason
+    assert result.steps[-1].status == "failed"
+
+
+@pytest.mark.parametrize("agent, preflight, words", [
+    ("User: qagent\n  UseSudo: 1", {"user_exists": 1, "sudo_command_found": 1, "run_as_nopasswd": 0},
+     "'qagent' may not run sudo without a password"),
+    ("UseSudo: 1\n  SudoCommand: pbrun", {"sudo_command_found": 0}, "SudoCommand 'pbrun' is not on this Mac"),
+    ("User: nosuch", {"user_exists": 0}, "user 'nosuch' does not exist"),
+])
+def test_run_as_checks(tmp_path, pkgs, agent, preflight, words):
+    result, conn = m.run(tmp_path, pkgs, f"action: configure\nagent:\n  {agent}\n", [
+        ("probe", m.probe()), ("preflight", m.preflight(**preflight))])
+    assert result.status == "failed" and words in result.reason, result.reason
+    if "UseSudo" in agent:
+        assert conn.scripts[1][1].startswith("sudo -n")  # sudo -l -U needs root
+
+
+def test_an_error_line_after_provisioning_fails_verify_words_do_not(tmp_path, pkgs):
+    chatty = [m.LOG.format(s=1, level="Information", message="ERROR: 0 failed error reports (Fatal: none)")]
+    ok, _ = m.run(tmp_path, pkgs, "action: configure\nagent:\n  LogLevel: 4\n", [
+        ("probe", m.probe()), ("preflight", m.preflight()), ("configure", m.OK), ("verify", m.verify(log=chatty))])
+    assert ok.status == "changed" and ok.log == chatty
+    error = m.LOG.format(s=2, level="Error", message="Data collection failed for module INV")
+    bad, _ = m.run(tmp_path, pkgs, "action: configure\nagent:\n  LogLevel: 4\n", [
+        ("probe", m.probe()), ("preflight", m.preflight()), ("configure", m.OK), ("verify", m.verify(log=[error]))])
+    assert bad.status == "failed" and bad.reason.endswith("[Error] Data collection failed for module INV")
+
+
+def test_no_hostid_after_verify_timeout(tmp_path, pkgs):
+    result, _ = m.run(tmp_path, pkgs, ROLLOUT, [
+        ("probe", m.probe(version=None, hostid="0")), ("preflight", m.preflight()), ("upload", m.OK),
+        ("install", m.OK), ("configure", m.OK), ("verify", m.verify(hostid="0"))])
+    assert result.status == "failed" and "no hostid at /etc/qualys/hostid after 5s" in result.reason
+
+
+def test_checkin_pattern_is_waited_for_only_when_set(tmp_path, pkgs):
+    book = "action: configure\nverify_timeout: 5\ncheckin_pattern: 'Heartbeat ack'\nagent:\n  LogLevel: 2\n"
+    line = m.LOG.format(s=3, level="Information", message="Heartbeat acknowledged by platform x (proxy: none)")
+    result, _ = m.run(tmp_path, pkgs, book, [
+        ("probe", m.probe()), ("preflight", m.preflight()), ("configure", m.OK), ("verify", m.verify()),
+        ("wait-log", Result(0, line + "\n", ""))])
+    assert result.status == "changed"
+
+
+def test_scan_reports_only_the_guides_signals(tmp_path, pkgs):
+    cid = "20261126100000.0"
+    printed = f"On-Demand-Request ControlId: {cid}\nsince={m.NOW}\n"
+    request = m.LOG.format(s=1, level="Information", message=f"OnDemandRequest Params: ControlID={cid}, "
+                           "Action=OnDemand, Type=VM, CPUThrottle=0")
+    result, _ = m.run(tmp_path, pkgs, "action: scan\n", [
+        ("probe", m.probe()), ("scan", Result(0, printed + f"log_line={request}\n", ""))])
+    assert (result.status, result.reason) == ("ok", f"scan {cid} requested")
+    delayed = m.LOG.format(s=2, level="Information", message=f"OnDemand request for Control ID : {cid} will be delayed.")
+    result, _ = m.run(tmp_path, pkgs, "action: scan\n", [
+        ("probe", m.probe()), ("scan", Result(0, printed + f"log_line={delayed}\n", ""))])
+    assert result.reason == f"scan {cid} delayed behind an interval scan"
+    refused, _ = m.run(tmp_path, pkgs, "action: scan\nscan: {type: udc}\n", [
+        ("probe", m.probe()), ("scan", Result(1, "", "Manifest not found for module UDC\n"))])
+    assert refused.status == "failed" and "Manifest not found for module UDC" in refused.reason
+    silent, _ = m.run(tmp_path, pkgs, "action: scan\nscan: {timeout: 5}\n", [("probe", m.probe()),
+                                                                              ("scan", Result(0, printed, ""))])
+    assert silent.status == "failed" and "did not log the request within 5s" in silent.reason
+
+
+def test_uninstall_keeps_the_hostid_and_tolerates_a_listed_job(tmp_path, pkgs):
+    result, _ = m.run(tmp_path, pkgs, "action: uninstall\n", [
+        ("probe", m.probe()), ("uninstall", m.facts(job_listed=1, hostid_left=1))])
+    assert result.status == "changed" and "launchd still lists" in result.reason
+    assert "hostid kept at /etc/qualys/hostid" in result.reason
+    left, _ = m.run(tmp_path, pkgs, "action: uninstall\n", [
+        ("probe", m.probe()), ("uninstall", m.facts(left="running daemon", hostid_left=1))])
+    assert left.status == "failed" and left.reason == "uninstall left behind: running daemon"
+
+
+def test_configure_removes_only_the_proxy_file_fleetctl_wrote(tmp_path, pkgs):
+    wrote = ["proxy=" + "a" * 32]
+    result, conn = m.run(tmp_path, pkgs, "action: configure\n", [
+        ("probe", m.probe(applied=wrote)), ("preflight", m.preflight()), ("configure", m.OK), ("verify", m.verify())])
+    assert (result.status, result.reason) == ("changed", "changed: proxy")
+    assert "rm -f '/Library/Application Support/QualysCloudAgent/Config/proxy'" in conn.scripts[2][0]
+    foreign, _ = m.run(tmp_path, pkgs, "action: configure\n", [("probe", m.probe())])
+    assert foreign.status == "ok"  # a proxy file fleetctl never wrote (an MDM's) is left alone
+
+
+def test_remembered_paths_are_used_by_later_actions(tmp_path, pkgs):
+    applied = ["path.LogFileDir=/private/var/log/qa/", "path.LogDestType=syslog", "path.HostIdSearchDir=/opt/id/"]
+    _, conn = m.run(tmp_path, pkgs, "action: uninstall\n", [
+        ("probe", m.probe(applied=applied)), ("uninstall", m.facts(hostid_left=1))])
+    assert "/opt/id/qualys/hostid" in conn.scripts[1][0]
+    cid = "20261126100000.0"
+    _, conn = m.run(tmp_path, pkgs, "action: scan\n", [("probe", m.probe(applied=applied)), ("scan", Result(
+        0, f"On-Demand-Request ControlId: {cid}\nlog_line=" + '{"timestamp":"2026-11-26 10:00:01.000000+0000",'
+        f'"messageType":"Info","eventMessage":"OnDemandRequest Params: ControlID={cid}, Action=OnDemand"}}\n', ""))])
+    assert "log_dest=syslog" in conn.scripts[1][0]
