@@ -1,4 +1,5 @@
-"""One SSH connection per Mac (paramiko): run rendered scripts, with sudo, and stream uploads.
+"""One SSH connection per Mac (a fabric.Connection over paramiko): run rendered scripts, with
+sudo, and stream uploads.
 
 Scripts go to `sh -s` on stdin, never into argv; a sudo password is the first stdin line,
 read by `sudo -S -k` (which always asks, so the line is never run as a command).
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable
 
+import fabric
 import paramiko
 
 from fleetctl.errors import FleetError
@@ -23,6 +25,9 @@ SUDO_NOPASSWD = "sudo -n /bin/sh -s"
 SUDO_PASSWORD = "sudo -S -k -p '' /bin/sh -s"
 CHUNK = 256 << 10
 _known_hosts_lock = threading.Lock()
+# Endpoints arrive resolved (sshconfig.py reads ~/.ssh/config as OpenSSH does): Fabric must not
+# read it again. One Config for every connection: building one per Mac costs time at 1,000 Macs.
+_FABRIC_CONFIG = fabric.Config(overrides={"load_ssh_configs": False})
 
 
 class Unreachable(FleetError):
@@ -92,7 +97,13 @@ class _Jumps:
 
 class Connection:
     def __init__(self, where: Endpoint, known_hosts: Path, accept_new: bool):
-        self.client = paramiko.SSHClient()
+        timeout = where.timeout
+        self.fabric = fabric.Connection(
+            where.hostname, user=where.user, port=where.port, config=_FABRIC_CONFIG, connect_kwargs={
+                "key_filename": list(where.key_files) or None, "timeout": timeout, "banner_timeout": timeout,
+                "auth_timeout": timeout, "look_for_keys": not where.key_files, "allow_agent": True,
+                "transport_factory": _Transport})
+        self.client = self.fabric.client
         try:
             self.client.load_host_keys(str(known_hosts))
         except FileNotFoundError:
@@ -101,8 +112,8 @@ class Connection:
                                   "use --accept-new-hostkeys for first contact") from None
         except OSError as e:
             raise Unreachable(f"cannot read known_hosts {known_hosts}: {e}") from None
+        # Fabric's default trusts any new key: fleetctl never does silently (design: safety rules).
         self.client.set_missing_host_key_policy(_AcceptNew(known_hosts) if accept_new else paramiko.RejectPolicy())
-        timeout = where.timeout
         try:
             if where.jump:
                 sock = JUMPS.channel(where.jump, where, known_hosts, accept_new)
@@ -111,11 +122,8 @@ class Connection:
                 # algorithm against delayed ACKs added ~40 ms to every one of them.
                 sock = socket.create_connection((where.hostname, where.port), timeout=timeout)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.client.connect(
-                where.hostname, port=where.port, username=where.user, key_filename=list(where.key_files) or None,
-                timeout=timeout, sock=sock, banner_timeout=timeout, auth_timeout=timeout,
-                look_for_keys=not where.key_files, allow_agent=True, transport_factory=_Transport,
-            )
+            self.fabric.connect_kwargs["sock"] = sock
+            self.fabric.open()
         except paramiko.BadHostKeyException:
             raise Unreachable(f"host key for {where.hostname} has CHANGED (not the one in {known_hosts}); "
                               "refusing to connect — check the Mac, then fix known_hosts") from None
@@ -177,7 +185,7 @@ class Connection:
         return Result(rc, out.decode(errors="replace"), err.decode(errors="replace"))
 
     def close(self) -> None:
-        self.client.close()
+        self.fabric.close()
 
 
 def _network_reason(e: BaseException) -> str:
