@@ -8,7 +8,7 @@ import hashlib
 import json
 import os
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -166,7 +166,7 @@ class Planner:
         ca_bundle = self._ca_bundle(host, v.get("proxy_ca_bundle"))
         pod_ca = v.get("fleetctl_pod_ca")
         if pod_ca:
-            routes = [Route(r.name, r.curl_config + f"cacert = {_curl_quote(str(pod_ca))}\n") for r in routes]
+            routes = [replace(r, curl_config=r.curl_config + f"cacert = {_curl_quote(str(pod_ca))}\n") for r in routes]
         settings = dict(options)
         if action in ("install", "configure"):
             settings["proxy"] = proxy.file_content() if proxy else ""

@@ -100,7 +100,7 @@ class Connection:
         timeout = where.timeout
         self.fabric = fabric.Connection(
             where.hostname, user=where.user, port=where.port, config=_FABRIC_CONFIG, connect_kwargs={
-                "key_filename": list(where.key_files) or None, "timeout": timeout, "banner_timeout": timeout,
+                "key_filename": list(where.key_files), "timeout": timeout, "banner_timeout": timeout,
                 "auth_timeout": timeout, "look_for_keys": not where.key_files, "allow_agent": True,
                 "transport_factory": _Transport})
         self.client = self.fabric.client

@@ -11,14 +11,18 @@ import gzip
 import io
 import os
 import secrets as random
+import threading
 import urllib.parse
 from pathlib import Path
 
-from fleetctl import agent, facts, render, sshconfig, ssh, xar
+from fleetctl import render, xar
+from fleetctl.engine import HostFailed, Session
 from fleetctl.errors import FleetError, UsageError
 from fleetctl.inventory import Host
 from fleetctl.lab import cpio  # the odc cpio format of package payloads (shared with the lab's installer)
-from fleetctl.plan import APPLIED_FILE
+from fleetctl.plan import HostPlan, Planner
+from fleetctl.playbook import Playbook
+from fleetctl.results import Events
 from fleetctl.secrets import Secrets
 
 NAME = "string-util"
@@ -50,36 +54,40 @@ def _package(host: Host, arch: str, given: Path | None) -> Path:
     return Path(os.path.expanduser(str(value)))
 
 
+class Encrypt:
+    """The action: copy string-util from the package to a private directory, run it once as
+    root, remove it. Runs through the engine's session (connect, probe, sudo) like every action."""
+
+    def __init__(self, text: str, pkg: Path | None):
+        self.text, self.pkg = urllib.parse.quote(text, safe=""), pkg
+        self.value: str | None = None
+
+    def scripts(self, plan: HostPlan, book: Playbook) -> list[tuple[str, str]]:
+        return [(NAME, render.render("string_util", staged=f"{plan.staged_dir}/<random>/{NAME}", text="<text>"))]
+
+    def run(self, s: Session) -> None:
+        tool = extract(_package(s.plan.host, s.result.arch or "", self.pkg))
+        staged = f"{s.plan.staged_dir}/{random.token_hex(8)}"  # private, this call only
+        path = f"{staged}/{NAME}"
+        sent = s.conn.stream(render.render("upload", staged_dir=staged, staged=path), io.BytesIO(tool), s.events.sent)
+        if sent.rc != 0:
+            raise HostFailed(f"could not copy {NAME}: {sent.err.strip() or f'exit {sent.rc}'}")
+        out = s.step(NAME, render.render("string_util", staged=path, text=self.text), privileged=True).out.strip()
+        if not out:
+            raise s.check_failed(f"{NAME} printed nothing")
+        self.value = "#" + out.splitlines()[-1].lstrip("#")
+        s.result.status = "ok"
+
+
 def encrypt(host: Host, text: str, pkg: Path | None, secrets: Secrets, accept_new: bool) -> str:
     """TEXT URL-encoded, then encrypted by string-util on HOST; returned with its leading '#'."""
-    conn = ssh.Connection(sshconfig.endpoint(host), host.known_hosts, accept_new)
-    try:
-        probe = facts.parse(conn.run(render.render("probe", package_id=agent.PACKAGE_ID, label=agent.LABEL,
-                                                   defaults=agent.Paths(), applied_file=APPLIED_FILE)).out)
-        mode, password = _privilege(host, facts.first(probe, "privilege"), secrets)
-        tool = extract(_package(host, facts.first(probe, "arch"), pkg))
-        staged = f"/private/var/tmp/fleetctl-{host.user or 'user'}/{random.token_hex(8)}"  # private, this call only
-        path = f"{staged}/{NAME}"
-        sent = conn.stream(render.render("upload", staged_dir=staged, staged=path), io.BytesIO(tool), lambda n: None)
-        if sent.rc != 0:
-            raise FleetError(f"{host.name}: could not copy {NAME}: {sent.err.strip()}")
-        done = conn.run(render.render("string_util", staged=path, text=urllib.parse.quote(text, safe="")), mode, password)
-    finally:
-        conn.close()
-    value = done.out.strip().splitlines()[-1:] if done.out.strip() else []
-    if done.rc != 0 or not value:
-        raise FleetError(f"{host.name}: {NAME} failed: {(done.err or done.out).strip()[-300:] or f'exit {done.rc}'}")
-    return "#" + value[0].lstrip("#")
-
-
-def _privilege(host: Host, privilege: str, secrets: Secrets) -> tuple[str, str | None]:
-    """string-util needs root (the guide): root login, sudo -n, or the host's sudo password."""
-    if privilege == "root":
-        return ssh.SHELL, None
-    if privilege == "nopasswd":
-        return ssh.SUDO_NOPASSWD, None
-    secret = host.vars.get("fleetctl_become_secret")
-    if privilege == "password" and secret:
-        return ssh.SUDO_PASSWORD, secrets.get(str(secret), "sudo password")
-    raise FleetError(f"{host.name}: {NAME} must run as root and {host.user} cannot sudo here"
-                     + (" without a password: set fleetctl_become_secret" if privilege == "password" else ""))
+    book = Playbook(Path("proxy-encrypt"), "proxy-encrypt", "proxy-encrypt", {})
+    plan = Planner(book, None).host(host)
+    if plan.become_secret:
+        secrets.get(plan.become_secret, "sudo password")
+    secrets.values["text to encrypt"] = text  # masked wherever output is kept
+    action = Encrypt(text, pkg)
+    result = Session(plan, book, secrets, secrets.masker(), accept_new, Events(), threading.Event()).run(action)
+    if action.value is None:
+        raise FleetError(f"{host.name}: {result.reason or 'string-util failed'}")
+    return action.value

@@ -47,7 +47,8 @@ class LabState:
     slot: int
     hosts: list[LabHost] = field(default_factory=list)
     pod_pid: int | None = None
-    proxy_pid: int | None = None
+    proxy_pid: int | None = None  # tinyproxy
+    proxy_front_pid: int | None = None  # proxyauth.py, where the Macs find the proxy
     created_paths: list[str] = field(default_factory=list)
 
     @property
@@ -104,7 +105,8 @@ def _packages(lab_dir: Path) -> dict[str, Path]:
     out = {}
     for arch in pkgbuild.ARCHES:
         path = lab_dir / "pkgs" / pkgbuild.default_name(AGENT_VERSION, arch)
-        sources = [Path(pkgbuild.__file__), Path(pkgbuild.__file__).with_name("agent") / "qagent.py"]
+        agent_dir = Path(pkgbuild.__file__).with_name("agent")
+        sources = [Path(pkgbuild.__file__), agent_dir / "qagent.py", agent_dir / "stringutil.py"]
         if not path.exists() or path.stat().st_mtime < max(p.stat().st_mtime for p in sources):
             pkgbuild.build(path, AGENT_VERSION, arch)
         out[arch] = path
@@ -123,6 +125,22 @@ def _in_mount_namespace(directory: Path, netns: str | None = None) -> list[str]:
     mac = ["ip", "netns", "exec", netns, "unshare", "--pid", "--fork", "--kill-child", "--mount-proc"] if netns else ["unshare"]
     return [*mac, "--mount", "--uts", "--propagation", "private",
             "/usr/bin/python3", "-I", "-S", str(BOOT), str(directory)]
+
+
+def _wait_proxy(state: LabState) -> None:
+    """The front and tinyproxy behind it both accept connections (bounded wait)."""
+    ends = [(network.controller_address(state.slot), network.PROXY_PORT),
+            (proxy.inner_address(state.slot), network.PROXY_PORT)]
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while ends:
+        try:
+            socket.create_connection(ends[0], timeout=0.5).close()
+            ends.pop(0)
+        except OSError:
+            if time.monotonic() > deadline or not (alive(state.proxy_pid) and alive(state.proxy_front_pid)):
+                log = (Path(state.dir) / "proxy" / "proxy.log").read_text(errors="replace").strip()
+                raise LabError(f"the lab proxy does not answer on {ends[0][0]}:{ends[0][1]}: {log[-500:]}")
+            time.sleep(0.1)
 
 
 def _wait_listening(state: LabState) -> None:
@@ -185,6 +203,8 @@ def _write_inventory(state: LabState, pkgs: dict[str, Path]) -> Path:
             "lab_proxy_url": proxy.url(lab_dir, state.slot),
             "lab_proxy_user": proxy.USER,
             "lab_proxy_password_file": str(lab_dir / "proxy-password"),
+            "lab_proxy2_user": proxy.USER2,  # a second account, for per-proxy credentials
+            "lab_proxy2_password_file": str(lab_dir / "proxy2-password"),
             "lab_sudo_password_file": str(lab_dir / "sudo-password"),
         },
         "hosts": host_vars,
@@ -236,6 +256,7 @@ def up(lab_dir: Path, count: int, persona_spec: str, progress: Console | None = 
                                lab_dir / "pod" / "pod.log")
         pdir = proxy.prepare(lab_dir, slot)
         state.proxy_pid = _spawn(_in_mount_namespace(pdir), pdir / "proxy.log")
+        state.proxy_front_pid = _spawn(proxy.front_argv(lab_dir, slot), pdir / "proxy.log")
         by_index = {h.index: h for h in state.hosts}
         for spec in reachable:
             hdir = hosts.host_dir(lab_dir, spec)
@@ -243,6 +264,7 @@ def up(lab_dir: Path, count: int, persona_spec: str, progress: Console | None = 
         _save(state)
         say("waiting for the Macs to answer…")
         _wait_listening(state)
+        _wait_proxy(state)
         (lab_dir / "known_hosts").write_text("".join(hosts.known_hosts_line(lab_dir, slot, s) for s in reachable))
         _write_inventory(state, pkgs)
     except BaseException:
@@ -276,7 +298,7 @@ def down(lab_dir: Path) -> None:
     pids = [h.pid for h in state.hosts if h.pid and alive(h.pid)]
     for ns in state.namespaces:
         pids += network.namespace_pids(ns)
-    pids += [p for p in (state.pod_pid, state.proxy_pid) if p and alive(p)]
+    pids += [p for p in (state.pod_pid, state.proxy_pid, state.proxy_front_pid) if p and alive(p)]
     _kill(sorted(set(pids)))
     network.delete_namespaces(state.namespaces)
     network.delete_bridge(state.slot)

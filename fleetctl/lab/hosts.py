@@ -16,12 +16,14 @@ from fleetctl.lab import network
 from fleetctl.lab.personas import MACOS, HostSpec
 
 ADMIN_UID = 501
+AGENT_USER_UID = 502  # "qagent": a standard account with no sudo at all, to run the agent as (User=)
 STAFF_GID = 20
 POD_NAME = "qagpublic.qg1.fleetlab.test"
 LAB_CA = "/Library/Keychains/fleetlab-root-ca.pem"
 # Mac paths each host gets privately; they must exist (empty) on the real root as mount points.
 MAC_PATHS = ["/Applications", "/Library", "/Users", "/private", "/etc/qualys", "/var/log/qualys", "/usr/local/qualys"]
-SHIMS = ["installer", "sw_vers", "pkgutil", "launchctl", "sysctl", "uname", "df", "system_profiler", "dscl", "fleetlab-session"]
+SHIMS = ["installer", "sw_vers", "pkgutil", "launchctl", "sysctl", "uname", "df", "system_profiler", "dscl", "log",
+         "fleetlab-session"]
 GIB = 1 << 30
 # sshd's own files, at a path inside the Mac: the lab dir itself may be hidden (e.g. under /tmp).
 SSHD_DIR = "/private/var/fleetlab/sshd"
@@ -32,15 +34,17 @@ def host_dir(lab_dir: Path, spec: HostSpec) -> Path:
 
 
 def write_lab_etc(lab_dir: Path, slot: int, specs: list[HostSpec], password_hash: str) -> None:
-    """Accounts and names every simulated Mac shares: admin (uid 501), wheel/staff groups, the pod."""
+    """Accounts and names every simulated Mac shares: admin (uid 501), qagent (uid 502, never in
+    sudoers), wheel/staff groups, the pod. Admin's sudo rules differ per persona (_sudoers)."""
     etc = lab_dir / "etc"
     etc.mkdir(parents=True, exist_ok=True)
     passwd = [
         line.replace(":/root:", ":/private/var/root:") if line.startswith("root:") else line
         for line in Path("/etc/passwd").read_text().splitlines()
-        if not line.startswith("admin:")
+        if not line.startswith(("admin:", "qagent:"))
     ]
     passwd.append(f"admin:x:{ADMIN_UID}:{STAFF_GID}:Fleet Admin:/Users/admin:/bin/bash")
+    passwd.append(f"qagent:x:{AGENT_USER_UID}:{STAFF_GID}:Qualys Agent:/Users/qagent:/bin/bash")
     # macOS names gid 0 wheel and gid 20 staff; listed first so ls and id show Mac names.
     group = ["wheel:x:0:root", f"staff:x:{STAFF_GID}:admin", "admin:x:80:admin"]
     group += [l for l in Path("/etc/group").read_text().splitlines() if not l.startswith(("wheel:", "staff:", "admin:"))]
@@ -49,9 +53,10 @@ def write_lab_etc(lab_dir: Path, slot: int, specs: list[HostSpec], password_hash
         name, rest = line.split(":", 1)
         if name == "root":  # a locked root ('!') would refuse even key logins without PAM
             rest = "*:" + rest.split(":", 1)[1]
-        if name != "admin":
+        if name not in ("admin", "qagent"):
             shadow.append(f"{name}:{rest}")
     shadow.append(f"admin:{password_hash}:20000:0:99999:7:::")
+    shadow.append("qagent:*:20000:0:99999:7:::")  # no password: sudo can never succeed for it
     hosts = ["127.0.0.1\tlocalhost", f"{network.pod_address(slot)}\t{POD_NAME}"]
     hosts += [f"{network.host_address(slot, s.index)}\t{s.name} {s.name}.local" for s in specs]
     for name, lines, mode in [("passwd", passwd, 0o644), ("group", group, 0o644), ("shadow", shadow, 0o640), ("hosts", hosts, 0o644)]:
@@ -84,16 +89,18 @@ def write_macbin(lab_dir: Path) -> Path:
 def _mkdirs(root: Path) -> None:
     for rel, mode in [
         ("Applications", 0o775), ("Library/Application Support", 0o755), ("Library/LaunchDaemons", 0o755),
-        ("Library/Keychains", 0o755), ("Library/Preferences", 0o755), ("Users/admin", 0o755),
+        ("Library/Keychains", 0o755), ("Library/Preferences", 0o755), ("Users/admin", 0o755), ("Users/qagent", 0o755),
         ("private/tmp", 0o1777), ("private/var/tmp", 0o1777), ("private/var/root", 0o700),
         ("private/var/db/receipts", 0o755), ("private/var/fleetlab/counts", 0o777),
-        ("private/var/fleetlab/launchd", 0o755), ("etc/qualys", 0o755), ("var/log/qualys", 0o755),
+        ("private/var/fleetlab/launchd", 0o755), ("private/var/fleetlab/unified-log", 0o700),
+        ("etc/qualys", 0o755), ("var/log/qualys", 0o755),
         ("usr/local/qualys", 0o755),
     ]:
         path = root / rel
         path.mkdir(parents=True, exist_ok=True)
         path.chmod(mode)
     os.chown(root / "Users/admin", ADMIN_UID, STAFF_GID)
+    os.chown(root / "Users/qagent", AGENT_USER_UID, STAFF_GID)
 
 
 def host_facts(spec: HostSpec, lab_ca: str) -> dict:

@@ -25,6 +25,8 @@ TRAITS = {
     "slowlink": "its link is shaped to 40 Mbit/s",
     "proxy-only": "the pod is reachable only through the lab proxy",
     "agent-crashes": "the agent daemon dies right after it starts",
+    "chatty-agent": "the agent logs many lines fleetctl does not know each cycle, alarming words at harmless levels",
+    "log-errors": "the agent logs an [Error] line after every contact with the platform",
     "jump-host": "also the SSH jump host (bastion) for behind-bastion Macs",
     "behind-bastion": "accepts SSH only through the lab's jump host (ProxyJump)",
 }

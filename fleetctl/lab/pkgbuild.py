@@ -1,7 +1,9 @@
 """Build fake Qualys agent packages in Apple's flat-package format for the simulated fleet.
 
 The payload is incompressible and as large as the real one, so uploads cost what they
-would; its app bundle holds the simulated agent (agent/qagent.py) behind the real script names.
+would; its app bundle holds the simulated agent (agent/qagent.py) behind the real script names,
+and string-util (agent/stringutil.py) as a standalone program: the guide only says the
+package includes it, so fleetctl finds it by name (exactly one file called string-util).
 """
 from __future__ import annotations
 
@@ -30,8 +32,8 @@ TOOLS = {
     "qagent_uninstall.sh": "uninstall",
     "cloudagentctl.sh": "ctl",
     "qualys-cloud-agent": "daemon",
-    "string-util": "string-util",
 }
+STRING_UTIL = f"{APP}/MacOS/string-util"
 POSTINSTALL = b"""#!/bin/sh
 # Reload the daemon so an upgrade runs the new code, as the vendor's package does.
 PATH=/usr/local/bin:/usr/bin:/bin
@@ -55,7 +57,9 @@ def _wrapper(command: str) -> bytes:
 
 def _payload(version: str, arch: str, size: int) -> bytes:
     """A gzipped cpio of the app bundle, padded with seeded random bytes up to SIZE."""
-    agent = resources.files("fleetctl.lab.agent").joinpath("qagent.py").read_bytes()
+    agent_files = resources.files("fleetctl.lab.agent")
+    agent = agent_files.joinpath("qagent.py").read_bytes()
+    string_util = agent_files.joinpath("stringutil.py").read_bytes()
     info = plistlib.dumps({
         "CFBundleIdentifier": AGENT_PACKAGE_ID,
         "CFBundleName": "QualysCloudAgent",
@@ -75,6 +79,8 @@ def _payload(version: str, arch: str, size: int) -> bytes:
         (f"./{APP}/Config/cert", 0o040755, b""),
         (f"./{APP}/Info.plist", 0o100644, info),
         (f"./{APP}/Resources/qagent.py", 0o100644, agent),
+        (f"./{APP}/Resources/stringutil.py", 0o100644, string_util),  # qagent.py decodes with it
+        (f"./{STRING_UTIL}", 0o100755, string_util),
         (f"./{LAUNCHD_PLIST}", 0o100644, daemon),
     ]
     files += [(f"./{APP}/MacOS/{name}", 0o100755, _wrapper(cmd)) for name, cmd in TOOLS.items()]

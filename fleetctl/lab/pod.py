@@ -1,6 +1,8 @@
 """The lab's Qualys "pod": an HTTPS endpoint that records every agent check-in.
 
 Runs as its own process (`python -m fleetctl.lab.pod`); tests read DIR/pod/checkins.jsonl.
+Like the real platform it assigns the host ID: the agent only learns (and writes) its
+hostid from the answer to a check-in.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import ssl
 import subprocess
 import threading
 import time
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -30,6 +33,12 @@ def make_certificate(pod_dir: Path, name: str) -> Path:
         )
         key.chmod(0o600)
     return cert
+
+
+def assign_hostid(checkin: dict) -> str:
+    """The hostid the agent sent, or a new one on its first contact."""
+    sent = checkin.get("hostid")
+    return sent if isinstance(sent, str) and sent else str(uuid.uuid4())
 
 
 class Pod(BaseHTTPRequestHandler):
@@ -60,11 +69,13 @@ class Pod(BaseHTTPRequestHandler):
         except ValueError:
             self._reply(400, {"error": "bad check-in"})
             return
-        checkin["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        checkin["peer"] = self.client_address[0]
+        # recorded: hostid = the one assigned, sent_hostid = what the agent sent ("" the first time)
+        hostid = assign_hostid(checkin)
+        checkin.update(sent_hostid=checkin.get("hostid") or "", hostid=hostid, peer=self.client_address[0],
+                       time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         with self.lock, open(self.log_file, "a") as f:
             f.write(json.dumps(checkin, sort_keys=True) + "\n")
-        self._reply(200, {"status": "ok", "modules": ACTIVATED_MODULES})
+        self._reply(200, {"status": "ok", "hostid": hostid, "modules": ACTIVATED_MODULES})
 
     def log_message(self, format: str, *args) -> None:
         pass

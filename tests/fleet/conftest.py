@@ -8,9 +8,12 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import yaml
+
+from fleetctl.lab import proxy
 
 # One host per persona (and a few healthy spares), so tests that change a Mac never collide.
 PERSONAS = ",".join([
@@ -38,13 +41,28 @@ PERSONAS = ",".join([
     "behind-bastion",           # mac-022
     "arm64",                    # mac-023 MDM exports
     "x86_64",                   # mac-024 MDM exports
+    "chatty-agent",             # mac-025 unknown log lines with alarming words
+    "log-errors",               # mac-026 an [Error] line after every contact
+    "arm64",                    # mac-027 LogDestType=syslog and `log show`
+    "arm64",                    # mac-028 HostIdSearchDir change
+    "proxy-only",               # mac-029 per-proxy credentials / proxy removal
+    "arm64",                    # mac-030 run-as user / uninstall keeps the hostid
+    "x86_64",                   # mac-031 upgrade with no x86 package
+    # mac-025..031 serve the controller's tests fresh; the lab's own agent tests use these:
+    "chatty-agent",             # mac-032 lab: the chatty agent's lines
+    "log-errors",               # mac-033 lab: an [Error] after each contact
+    "arm64",                    # mac-034 lab: LogDestType=syslog and `log show`
+    "proxy-only",               # mac-035 lab: per-proxy credentials, string-util, proxy removal
+    "arm64",                    # mac-036 lab: HostIdSearchDir, run-as account, reinstall keeps the hostid
 ])
-HOSTS = 24
+HOSTS = 36
 FLEETCTL = Path(sys.executable).with_name("fleetctl")
 ACTIVATION = "4b2ea2a4-5d0c-4d8f-9d3a-0d7c2f2d1a11"
 CUSTOMER = "8c1f0a55-2e3b-4b7c-a1d9-6f7e8d9c0b22"
 APP_BIN = "/Applications/QualysCloudAgent.app/Contents/MacOS"
 LOG = "/var/log/qualys/qualys-cloud-agent.log"
+HOSTID = "/etc/qualys/hostid"
+MANIFESTS = "'/Library/Application Support/QualysCloudAgent/Data/manifests'"
 
 
 def fleetctl(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -99,15 +117,40 @@ class Mac:
         return self.ok(f"sudo {APP_BIN}/qualys-cloud-agent.sh ActivationId={ACTIVATION} CustomerId={CUSTOMER} "
                        + " ".join(extra))
 
-    def wait_log(self, needle: str, timeout: float = 15) -> str:
-        """The agent log once it contains NEEDLE (bounded wait)."""
+    def wait_log(self, needle: str, timeout: float = 15, after: str = "") -> str:
+        """The agent log once it contains NEEDLE (bounded wait); AFTER: only the text after
+        that earlier content of the log (pass a previous read to wait for new lines)."""
         deadline = time.monotonic() + timeout
         while True:
             text = self.run(f"cat {LOG} 2>/dev/null").stdout
+            if after and text.startswith(after):
+                text = text[len(after):]
             if needle in text or time.monotonic() > deadline:
                 assert needle in text, f"{self.name}: {needle!r} not in agent log within {timeout}s:\n{text}"
                 return text
             time.sleep(0.3)
+
+    def wait_hostid(self, path: str = HOSTID, timeout: float = 15) -> str:
+        """The hostid the agent wrote after reaching the platform (bounded wait)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            hostid = self.run(f"cat {path} 2>/dev/null").stdout.strip()
+            if hostid or time.monotonic() > deadline:
+                assert hostid, f"{self.name}: no hostid at {path} within {timeout}s"
+                return hostid
+            time.sleep(0.2)
+
+    def wait_manifests(self, timeout: float = 15) -> None:
+        """The module manifests the agent fetches on its first contact."""
+        deadline = time.monotonic() + timeout
+        while self.run(f"sudo test -e {MANIFESTS}/inv.db").returncode:
+            assert time.monotonic() < deadline, f"{self.name}: no manifests within {timeout}s"
+            time.sleep(0.2)
+
+    def log_show(self, options: str, sudo: bool = True) -> subprocess.CompletedProcess:
+        """macOS `log show` for the agent's process (the unified log store is root-only)."""
+        predicate = "--predicate 'process == \"qualys-cloud-agent\"'"
+        return self.run(f"{'sudo ' if sudo else ''}log show {options} {predicate}")
 
     @property
     def arch(self) -> str:
@@ -138,17 +181,34 @@ class Lab:
         path = self.dir / "pod" / "checkins.jsonl"
         return [json.loads(l) for l in path.read_text().splitlines()] if path.exists() else []
 
-    def wait_checkin(self, hostid: str, timeout: float = 15, **fields) -> dict:
+    def checkins_from(self, mac: Mac) -> list[dict]:
+        return [c for c in self.checkins() if c["hostname"] == mac.name]
+
+    def wait_checkin(self, hostid: str, timeout: float = 15, after: int = 0, **fields) -> dict:
+        """The latest check-in for HOSTID with FIELDS, among those after the first AFTER ones."""
         deadline = time.monotonic() + timeout
         while True:
-            found = [c for c in self.checkins() if c["hostid"] == hostid and fields.items() <= c.items()]
+            found = [c for c in self.checkins()[after:] if c["hostid"] == hostid and fields.items() <= c.items()]
             if found or time.monotonic() > deadline:
                 assert found, f"no check-in from {hostid} with {fields} within {timeout}s"
                 return found[-1]
             time.sleep(0.3)
 
-    def proxy_password(self) -> str:
-        return (self.dir / "proxy-password").read_text().strip()
+    def proxy_password(self, user: str = proxy.USER) -> str:
+        return proxy.password(self.dir, user)
+
+    def proxy_url(self, user: str | None = None, password: str | None = None) -> str:
+        """The lab proxy as the agent's proxy file writes it: credentials percent-encoded."""
+        base = self.inventory["all"]["vars"]["lab_proxy_url"]
+        if user is None:
+            return base
+        secret = self.proxy_password(user) if password is None else password
+        return base.replace("https://", f"https://{quote(user, safe='')}:{quote(secret, safe='')}@")
+
+    def proxy_access(self) -> list[dict]:
+        """What the lab proxy's front recorded: client, target, user, outcome."""
+        path = self.dir / "proxy" / "access.jsonl"
+        return [json.loads(l) for l in path.read_text().splitlines()] if path.exists() else []
 
 
 @pytest.fixture(scope="session")

@@ -84,7 +84,7 @@ def test_chatty_agent_passes_and_an_error_after_provisioning_fails(lab: Lab):
 def test_checkin_pattern_is_the_admins_choice(lab: Lab, tmp_path):
     """Unset, fleetctl never waits for text; set, verify waits for it (bounded by verify_timeout)."""
     found = playbook(tmp_path, "found", "action: configure\nverify_timeout: 20\n"
-                     "checkin_pattern: 'Heartbeat acknowledged by platform'\nagent:\n  LogLevel: 3\n")
+                     "checkin_pattern: 'Heartbeat acknowledged by platform'\nagent:\n  CmdMaxTimeOut: 1200\n")
     host = play(lab, found, "mac-025")["mac-025"]
     assert host["status"] == "changed", host
     never = playbook(tmp_path, "never", "action: configure\nverify_timeout: 5\n"

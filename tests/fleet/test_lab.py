@@ -47,9 +47,25 @@ def test_inventory_is_ansible_layout_with_real_packages(lab: Lab):
         assert abs(info.size - (40 << 20)) < 1 << 20  # the default 40 MB
 
 
+def test_inventory_lists_the_new_personas_and_both_proxy_accounts(lab: Lab):
+    inv = lab.inventory["all"]
+    assert inv["hosts"]["mac-025"]["lab_personas"] == ["arm64", "macos15", "chatty-agent"]
+    assert inv["hosts"]["mac-026"]["lab_personas"] == ["arm64", "macos15", "log-errors"]
+    assert inv["hosts"]["mac-031"]["lab_personas"] == ["x86_64", "macos15"]
+    proxied = inv["hosts"]["mac-029"]
+    assert proxied["proxy_urls"] == [inv["vars"]["lab_proxy_url"]] and "@" not in proxied["proxy_urls"][0]
+    assert (proxied["proxy_user"], proxied["proxy_password_secret"]) == ("fleetproxy", "lab_proxy_password")
+    assert inv["vars"]["lab_proxy_user"] == "fleetproxy" and inv["vars"]["lab_proxy2_user"] == "ops@lab;2"
+    for key in ("lab_proxy_password_file", "lab_proxy2_password_file"):
+        secret = Path(inv["vars"][key])
+        assert secret.stat().st_mode & 0o777 == 0o600
+        assert all(c in secret.read_text() for c in "@:$;")  # what the guide says must be percent-encoded
+    assert lab.proxy_password("fleetproxy") != lab.proxy_password("ops@lab;2")
+
+
 def test_status_lists_every_mac(lab: Lab):
     out = fleetctl("lab", "status", "--dir", str(lab.dir)).stdout
-    assert "mac-018" in out and "23/24 SSH servers running" in out
+    assert "mac-031" in out and f"{HOSTS - 1}/{HOSTS} SSH servers running" in out
 
 
 def test_bad_personas_are_refused_before_anything_starts(tmp_path):

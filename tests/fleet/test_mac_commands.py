@@ -128,11 +128,42 @@ def test_slowlink_is_shaped_with_tbf(lab: Lab):
 def test_proxy_only_cannot_reach_the_pod_directly(lab: Lab):
     probe = "curl -sS --max-time 5 --cacert /Library/Keychains/fleetlab-root-ca.pem https://qagpublic.qg1.fleetlab.test/"
     assert "Qualys" in lab.mac("mac-017").ok(probe)
-    blocked = lab.mac("mac-012").run(probe)
-    assert blocked.returncode != 0
-    user, password = "fleetproxy", lab.proxy_password()
-    proxied = lab.mac("mac-012").ok(f"{probe} --proxy http://{user}:{password}@{lab.inventory['all']['vars']['lab_proxy_url'].split('//')[1]}")
-    assert "Qualys" in proxied
+    mac = lab.mac("mac-012")
+    assert mac.run(probe).returncode != 0
+    for user in ("fleetproxy", "ops@lab;2"):  # users and passwords with @ : $ ; (percent-encoded in URLs)
+        seen = len(lab.proxy_access())
+        proxied = mac.run(f"{probe} --proxy \"$(cat)\"", stdin=lab.proxy_url(user).replace("https://", "http://"))
+        assert "Qualys" in proxied.stdout, proxied.stderr
+        assert (user, "allowed") in [(a["user"], a["outcome"]) for a in lab.proxy_access()[seen:]]
+    wrong = lab.proxy_url("ops@lab;2", lab.proxy_password("fleetproxy")).replace("https://", "http://")
+    refused = mac.run(f"{probe} --proxy \"$(cat)\"", stdin=wrong)
+    assert refused.returncode != 0 and "407" in refused.stderr  # each account has its own password
+    assert "Qualys" not in mac.run(f"{probe} --proxy {lab.proxy_url().replace('https://', 'http://')}").stdout
+
+
+def test_accounts_admin_and_qagent(lab: Lab):
+    mac = lab.mac("mac-001")
+    assert mac.ok("id qagent") == "uid=502(qagent) gid=20(staff) groups=20(staff)\n"
+    assert mac.ok("dscl . -read /Users/qagent UniqueID") == "UniqueID: 502\n"
+    for name in ("mac-001", "mac-005", "mac-006"):  # whatever admin's sudo persona, qagent has none
+        denied = lab.mac(name).run("sudo -n -u qagent true && sudo -u qagent sudo -n true")
+        assert denied.returncode != 0
+    denied = mac.run("sudo -u qagent sudo -n true")
+    assert denied.returncode == 1 and "sudo: a password is required" in denied.stderr
+    assert mac.ok("sudo -n id -u") == "0\n"
+
+
+def test_log_show_refuses_what_macos_refuses(lab: Lab):
+    mac = lab.mac("mac-004")  # no agent here: the unified log has nothing from it
+    before = mac.count("log")
+    empty = mac.ok("sudo log show --style ndjson --info --debug --predicate 'process == \"qualys-cloud-agent\"'")
+    assert empty == '{"count":0,"finished":1}\n'
+    for bad, says in [("log", "usage:"), ("log stream", "usage:"), ("log show --bogus", "unrecognized option"),
+                      ("log show --style xml", "invalid style"), ("log show --last soon", "invalid time"),
+                      ("log show --predicate 'process ~ 1'", "Cannot use predicate")]:
+        done = mac.run(bad)
+        assert done.returncode == 64 and says in done.stderr and done.stdout == "", (bad, done)
+    assert mac.count("log") == before + 7
 
 
 def test_shims_count_invocations(lab: Lab):

@@ -1,7 +1,7 @@
 import pytest
 
 from fleetctl.errors import UsageError
-from fleetctl.lab import network, personas
+from fleetctl.lab import hosts, network, personas
 
 
 def test_spec_expands_in_order_and_fills_with_healthy_defaults():
@@ -45,3 +45,13 @@ def test_addresses_stay_inside_the_lab_ranges_and_never_collide():
     assert network.host_address(0, 1) == "198.18.0.10"
     assert network.host_address(1, 1) == "198.18.32.10"
     assert len(network.veth(7, 2000)) <= 15  # Linux interface name limit
+
+
+def test_log_personas_combine_with_everything_and_reach_the_mac():
+    host = personas.parse("chatty-agent+log-errors+x86_64+macos13", 1)[0]
+    assert host.as_list() == ["x86_64", "macos13", "chatty-agent", "log-errors"]
+    assert host.user == "admin"
+    facts = hosts.host_facts(host, hosts.LAB_CA)  # what the simulated agent reads on that Mac
+    assert facts["traits"] == ["chatty-agent", "log-errors"] and facts["arch"] == "x86_64"
+    for trait in ("chatty-agent", "log-errors"):
+        assert trait in personas.TRAITS and personas.TRAITS[trait]
