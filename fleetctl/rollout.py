@@ -14,7 +14,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from fleetctl import agent, engine, inventory, outfile, playbook, report, report_files, status
+from fleetctl import engine, inventory, outfile, playbook, report, report_files, status
 from fleetctl.actions import ACTIONS
 from fleetctl.errors import UsageError
 from fleetctl.journal import DONE, Journal

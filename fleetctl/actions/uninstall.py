@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from fleetctl import agent, facts
-from fleetctl.actions import common
 from fleetctl.engine import Session
 from fleetctl.plan import HostPlan
 from fleetctl.playbook import Playbook

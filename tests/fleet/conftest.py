@@ -211,13 +211,45 @@ class Lab:
         return [json.loads(l) for l in path.read_text().splitlines()] if path.exists() else []
 
 
-@pytest.fixture(scope="session")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Lab:
+def lab_env(lab_dir: Path) -> dict:
+    """What a rollout on LAB_DIR's Macs needs: the lab's secrets and a journal of its own."""
+    env = {**os.environ, "FLEETCTL_ACTIVATION_ID": ACTIVATION, "FLEETCTL_CUSTOMER_ID": CUSTOMER,
+           "FLEETCTL_STATE_DIR": str(lab_dir / "state")}
+    for secret, name in (("FLEETCTL_LAB_SUDO_PASSWORD", "sudo-password"),
+                         ("FLEETCTL_LAB_PROXY_PASSWORD", "proxy-password")):
+        if (lab_dir / name).exists():
+            env[secret] = (lab_dir / name).read_text().strip()
+    return env
+
+
+def _start(lab_dir: Path, hosts: int, personas: str) -> Lab:
     if os.geteuid() != 0:
         pytest.fail("fleet tests need root (network and mount namespaces): run them with `make test` as root")
+    fleetctl("lab", "up", "--hosts", str(hosts), "--personas", personas, "--dir", str(lab_dir))
+    return Lab(lab_dir, yaml.safe_load((lab_dir / "inventory.yml").read_text()))
+
+
+@pytest.fixture(scope="module")
+def make_lab(tmp_path_factory: pytest.TempPathFactory):
+    """A lab of its own for one test module: make_lab(hosts, personas, name) -> (Lab, env).
+    Every lab it started is taken down when the module ends, whatever happened."""
+    started: list[Path] = []
+
+    def make(hosts: int, personas: str = "", name: str = "lab") -> tuple[Lab, dict]:
+        lab_dir = tmp_path_factory.mktemp(name)
+        started.append(lab_dir)
+        return _start(lab_dir, hosts, personas), lab_env(lab_dir)
+
+    yield make
+    for lab_dir in started:
+        fleetctl("lab", "down", "--dir", str(lab_dir), check=False)
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Lab:
+    """The session's lab: one host per persona, shared by the modules that use `lab`."""
     lab_dir = tmp_path_factory.mktemp("fleetlab")
-    fleetctl("lab", "up", "--hosts", str(HOSTS), "--personas", PERSONAS, "--dir", str(lab_dir))
     try:
-        yield Lab(lab_dir, yaml.safe_load((lab_dir / "inventory.yml").read_text()))
+        yield _start(lab_dir, HOSTS, PERSONAS)
     finally:
-        fleetctl("lab", "down", "--dir", str(lab_dir))
+        fleetctl("lab", "down", "--dir", str(lab_dir), check=False)

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import ACTIVATION, CUSTOMER, FLEETCTL, Lab, fleetctl
+from conftest import FLEETCTL, Lab, fleetctl
 
 ROOT = Path(__file__).resolve().parents[2]
 PERSONAS = "x86_64*2,installer-fails,proxy-only,agent-crashes"
@@ -17,18 +16,11 @@ HEALTHY = ["mac-001", "mac-002", "mac-004", "mac-006", "mac-007", "mac-008"]
 
 
 @pytest.fixture(scope="module")
-def rolled_out(tmp_path_factory):
-    lab_dir = tmp_path_factory.mktemp("actionslab")
-    fleetctl("lab", "up", "--hosts", "8", "--personas", PERSONAS, "--dir", str(lab_dir))
-    env = {**os.environ, "FLEETCTL_ACTIVATION_ID": ACTIVATION, "FLEETCTL_CUSTOMER_ID": CUSTOMER,
-           "FLEETCTL_LAB_PROXY_PASSWORD": (lab_dir / "proxy-password").read_text().strip()}
-    lab = Lab(lab_dir, yaml.safe_load((lab_dir / "inventory.yml").read_text()))
-    try:
-        first = play(lab, env, ROOT / "playbooks/rollout.yml")
-        assert {h["name"] for h in first["hosts"] if h["status"] == "changed"} == set(HEALTHY), first
-        yield lab, env
-    finally:
-        fleetctl("lab", "down", "--dir", str(lab_dir))
+def rolled_out(make_lab):
+    lab, env = make_lab(8, PERSONAS, "actionslab")
+    first = play(lab, env, ROOT / "playbooks/rollout.yml")
+    assert {h["name"] for h in first["hosts"] if h["status"] == "changed"} == set(HEALTHY), first
+    return lab, env
 
 
 def play(lab: Lab, env: dict, playbook: Path, *args: str, inventory: Path | None = None) -> dict:

@@ -5,15 +5,13 @@ Each test drives `fleetctl run` over real SSH and asserts what ended up on the M
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import urllib.parse
 from pathlib import Path
 
-import pytest
 import yaml
 
-from conftest import ACTIVATION, CUSTOMER, FLEETCTL, Lab
+from conftest import FLEETCTL, Lab, lab_env
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLLOUT = ROOT / "playbooks" / "rollout.yml"
@@ -23,9 +21,7 @@ CA_BUNDLE = "/Applications/QualysCloudAgent.app/Contents/Config/cert/ca-bundle.c
 
 
 def env_of(lab: Lab, **extra: str) -> dict:
-    return {**os.environ, "FLEETCTL_ACTIVATION_ID": ACTIVATION, "FLEETCTL_CUSTOMER_ID": CUSTOMER,
-            "FLEETCTL_STATE_DIR": str(lab.dir / "fidelity-state"),
-            "FLEETCTL_LAB_PROXY_PASSWORD": lab.proxy_password(), **extra}
+    return {**lab_env(lab.dir), **extra}
 
 
 def playbook(tmp_path: Path, name: str, text: str) -> Path:

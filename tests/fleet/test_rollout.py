@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import ACTIVATION, CUSTOMER, FLEETCTL, Lab, fleetctl
+from conftest import ACTIVATION, CUSTOMER, FLEETCTL, Lab
 
 ROOT = Path(__file__).resolve().parents[2]
 PLAYBOOK = ROOT / "playbooks" / "rollout.yml"
@@ -34,17 +33,8 @@ def run(inventory: Path, *args: str, env: dict | None = None) -> subprocess.Comp
 
 
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory):
-    lab_dir = tmp_path_factory.mktemp("rolloutlab")
-    fleetctl("lab", "up", "--hosts", "20", "--personas", PERSONAS, "--dir", str(lab_dir))
-    env = {**os.environ, "FLEETCTL_ACTIVATION_ID": ACTIVATION, "FLEETCTL_CUSTOMER_ID": CUSTOMER,
-           "FLEETCTL_STATE_DIR": str(lab_dir / "state"),
-           "FLEETCTL_LAB_SUDO_PASSWORD": (lab_dir / "sudo-password").read_text().strip(),
-           "FLEETCTL_LAB_PROXY_PASSWORD": (lab_dir / "proxy-password").read_text().strip()}
-    try:
-        yield Lab(lab_dir, yaml.safe_load((lab_dir / "inventory.yml").read_text())), env
-    finally:
-        fleetctl("lab", "down", "--dir", str(lab_dir))
+def fleet(make_lab):
+    return make_lab(20, PERSONAS, "rolloutlab")
 
 
 def _hostid(lab: Lab, name: str) -> str:

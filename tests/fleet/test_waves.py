@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -12,26 +11,20 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ACTIVATION, CUSTOMER, FLEETCTL, Lab, fleetctl
+from conftest import FLEETCTL, Lab, fleetctl
 
 ROOT = Path(__file__).resolve().parents[2]
 HOSTS = 30
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    lab_dir = tmp_path_factory.mktemp("waveslab")
-    fleetctl("lab", "up", "--hosts", str(HOSTS), "--personas", "arm64,installer-fails", "--dir", str(lab_dir))
-    env = {**os.environ, "FLEETCTL_ACTIVATION_ID": ACTIVATION, "FLEETCTL_CUSTOMER_ID": CUSTOMER,
-           "FLEETCTL_STATE_DIR": str(lab_dir / "state")}
-    small = {a: lab_dir / f"small-{a}.pkg" for a in ("arm64", "x86_64")}
+def lab(make_lab):
+    lab, env = make_lab(HOSTS, "arm64,installer-fails", "waveslab")
+    small = {a: lab.dir / f"small-{a}.pkg" for a in ("arm64", "x86_64")}
     for arch, path in small.items():
         fleetctl("lab", "pkg", "--version", "6.1.0.20", "--arch", arch, "--size-mb", "2", "--out", str(path))
     env["EXTRA"] = json.dumps([f"agent_pkg_{a}={p}" for a, p in small.items()])
-    try:
-        yield Lab(lab_dir, yaml.safe_load((lab_dir / "inventory.yml").read_text())), env
-    finally:
-        fleetctl("lab", "down", "--dir", str(lab_dir))
+    return lab, env
 
 
 def fl(env: dict, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -5,7 +5,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -14,7 +13,7 @@ from cryptography.x509.oid import NameOID
 from fleetctl import agent, certs, playbook
 from fleetctl.actions.status import window
 from fleetctl.errors import UsageError
-from test_rollout_inputs import ACTIVATION, fleetctl, pkgs, write_inventory  # noqa: F401 (fixture)
+from test_rollout_inputs import fleetctl, pkgs, write_inventory  # noqa: F401 (pkgs is a fixture)
 
 ROLLOUT = Path(__file__).resolve().parents[2] / "playbooks/rollout.yml"
 
