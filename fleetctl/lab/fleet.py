@@ -106,7 +106,7 @@ def _packages(lab_dir: Path) -> dict[str, Path]:
     for arch in pkgbuild.ARCHES:
         path = lab_dir / "pkgs" / pkgbuild.default_name(AGENT_VERSION, arch)
         agent_dir = Path(pkgbuild.__file__).with_name("agent")
-        sources = [Path(pkgbuild.__file__), agent_dir / "qagent.py", agent_dir / "stringutil.py"]
+        sources = [Path(pkgbuild.__file__), *(agent_dir / m for m in pkgbuild.AGENT_MODULES)]
         if not path.exists() or path.stat().st_mtime < max(p.stat().st_mtime for p in sources):
             pkgbuild.build(path, AGENT_VERSION, arch)
         out[arch] = path

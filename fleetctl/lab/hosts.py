@@ -71,9 +71,11 @@ def write_macbin(lab_dir: Path) -> Path:
     shutil.rmtree(macbin, ignore_errors=True)
     (macbin / ".lib").mkdir(parents=True)
     lib = macbin / ".lib"
-    for package, name in [("fleetctl.lab.mac", "macshim.py"), ("fleetctl", "xar.py"), ("fleetctl.lab", "cpio.py")]:
+    for package, name in [("fleetctl.lab.mac", "macshim.py"), ("fleetctl.lab.mac", "shimcommon.py"),
+                          ("fleetctl.lab.mac", "launchd.py"), ("fleetctl.lab.mac", "logshow.py"),
+                          ("fleetctl", "xar.py"), ("fleetctl.lab", "cpio.py")]:
         (lib / name).write_bytes(resources.files(package).joinpath(name).read_bytes())
-    # A tiny launcher imports the precompiled shim module: compiling 400 lines on every
+    # A tiny launcher imports the precompiled shim modules: compiling them on every
     # call would cost each simulated `sw_vers` more than the command itself.
     launcher = lib / "launch"
     launcher.write_text("#!/usr/bin/python3 -S\nimport sys\nsys.path.insert(0, '/usr/local/bin/.lib')\n"

@@ -1,9 +1,10 @@
 """Build fake Qualys agent packages in Apple's flat-package format for the simulated fleet.
 
 The payload is incompressible and as large as the real one, so uploads cost what they
-would; its app bundle holds the simulated agent (agent/qagent.py) behind the real script names,
-and string-util (agent/stringutil.py) as a standalone program: the guide only says the
-package includes it, so fleetctl finds it by name (exactly one file called string-util).
+would; its app bundle holds the simulated agent (the modules of agent/, entry point qagent.py)
+behind the real script names, and string-util (agent/stringutil.py) as a standalone program: the
+guide only says the package includes it, so fleetctl finds it by name (exactly one file called
+string-util).
 """
 from __future__ import annotations
 
@@ -34,6 +35,10 @@ TOOLS = {
     "qualys-cloud-agent": "daemon",
 }
 STRING_UTIL = f"{APP}/MacOS/string-util"
+# the agent's modules, side by side in Contents/Resources (qagent.py imports the others;
+# proxyfile.py decodes string-util's output with stringutil.py)
+AGENT_MODULES = ("qagent.py", "agentcommon.py", "configtool.py", "proxyfile.py", "agentdaemon.py", "agenttools.py",
+                 "stringutil.py")
 POSTINSTALL = b"""#!/bin/sh
 # Reload the daemon so an upgrade runs the new code, as the vendor's package does.
 PATH=/usr/local/bin:/usr/bin:/bin
@@ -47,7 +52,7 @@ def default_name(version: str, arch: str) -> str:
 
 
 def _wrapper(command: str) -> bytes:
-    """Import (not run) qagent.py, so Python caches its bytecode after the first call."""
+    """Import (not run) qagent.py, so Python caches the agent's bytecode after the first call."""
     return (
         "#!/bin/sh\n"
         f"exec /usr/bin/python3 -S -c 'import sys; sys.path.insert(0, \"/{APP}/Resources\"); "
@@ -58,8 +63,7 @@ def _wrapper(command: str) -> bytes:
 def _payload(version: str, arch: str, size: int) -> bytes:
     """A gzipped cpio of the app bundle, padded with seeded random bytes up to SIZE."""
     agent_files = resources.files("fleetctl.lab.agent")
-    agent = agent_files.joinpath("qagent.py").read_bytes()
-    string_util = agent_files.joinpath("stringutil.py").read_bytes()
+    modules = {name: agent_files.joinpath(name).read_bytes() for name in AGENT_MODULES}
     info = plistlib.dumps({
         "CFBundleIdentifier": AGENT_PACKAGE_ID,
         "CFBundleName": "QualysCloudAgent",
@@ -78,9 +82,8 @@ def _payload(version: str, arch: str, size: int) -> bytes:
         ("./Library/Application Support/QualysCloudAgent/Data", 0o040755, b""),
         (f"./{APP}/Config/cert", 0o040755, b""),
         (f"./{APP}/Info.plist", 0o100644, info),
-        (f"./{APP}/Resources/qagent.py", 0o100644, agent),
-        (f"./{APP}/Resources/stringutil.py", 0o100644, string_util),  # qagent.py decodes with it
-        (f"./{STRING_UTIL}", 0o100755, string_util),
+        *[(f"./{APP}/Resources/{name}", 0o100644, data) for name, data in modules.items()],
+        (f"./{STRING_UTIL}", 0o100755, modules["stringutil.py"]),
         (f"./{LAUNCHD_PLIST}", 0o100644, daemon),
     ]
     files += [(f"./{APP}/MacOS/{name}", 0o100755, _wrapper(cmd)) for name, cmd in TOOLS.items()]

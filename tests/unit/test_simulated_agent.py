@@ -1,19 +1,37 @@
 """The simulated agent's own rules (its behaviour on a Mac is covered in tests/fleet)."""
 import ast
 import gzip
+import importlib
 import io
 import json
 import re
+import subprocess
+import sys
 import time
+from importlib import resources
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
 from fleetctl import xar
-from fleetctl.lab import cpio, pkgbuild, pod
-from fleetctl.lab.agent import qagent, stringutil
-from fleetctl.lab.mac import macshim
+from fleetctl.lab import cpio, hosts, pkgbuild, pod
+
+
+def _as_on_a_mac(package: str, *names: str) -> list:
+    """Import NAMES the way a simulated Mac does: top-level modules from one directory (the
+    agent's from Contents/Resources, the shims' from /usr/local/bin/.lib), here PACKAGE's."""
+    directory = str(resources.files(package))
+    sys.path.insert(0, directory)
+    try:
+        return [importlib.import_module(name) for name in names]
+    finally:
+        sys.path.remove(directory)
+
+
+agentcommon, agentdaemon, configtool, proxyfile, stringutil = _as_on_a_mac(
+    "fleetctl.lab.agent", "agentcommon", "agentdaemon", "configtool", "proxyfile", "stringutil")
+(logshow,) = _as_on_a_mac("fleetctl.lab.mac", "logshow")
 
 P = {"host": "10.0.0.1", "port": 8080, "user": None, "password": None}
 
@@ -38,7 +56,7 @@ def proxy(host: str, port: int = 443, user=None, password=None) -> dict:
     ("export no_proxy=.fleetlab.test\nexport qualys_https_proxy=https://10.0.0.1:8080\n", [P], [".fleetlab.test"]),
 ])
 def test_proxy_file_forms_the_guide_defines(text, proxies, no_proxy):
-    assert qagent.parse_proxy_file(text) == (proxies, no_proxy)
+    assert proxyfile.parse_proxy_file(text) == (proxies, no_proxy)
 
 
 @pytest.mark.parametrize("text, reason", [
@@ -72,39 +90,39 @@ def test_proxy_file_forms_the_guide_defines(text, proxies, no_proxy):
     ("export qualys_https_proxy=https://10.0.0.1\nexport no_proxy=qualys .com\n", "no_proxy must be"),
 ])
 def test_proxy_file_errors_name_the_reason(text, reason):
-    with pytest.raises(qagent.ProxyConfigError, match=re.escape(reason)):
-        qagent.parse_proxy_file(text)
+    with pytest.raises(proxyfile.ProxyConfigError, match=re.escape(reason)):
+        proxyfile.parse_proxy_file(text)
 
 
 def test_proxy_file_must_be_root_660(tmp_path):
     path = tmp_path / "proxy"
-    assert qagent.load_proxy_file(str(path)) == ([], [])  # no file: direct
+    assert proxyfile.load_proxy_file(str(path)) == ([], [])  # no file: direct
     path.write_text("qualys_https_proxy=https://10.0.0.1:8080\n")
     path.chmod(0o644)
-    with pytest.raises(qagent.ProxyConfigError, match="owned by root with mode 660"):
-        qagent.load_proxy_file(str(path))
+    with pytest.raises(proxyfile.ProxyConfigError, match="owned by root with mode 660"):
+        proxyfile.load_proxy_file(str(path))
     path.chmod(0o660)
     if path.stat().st_uid == 0:
-        assert qagent.load_proxy_file(str(path)) == ([P], [])
+        assert proxyfile.load_proxy_file(str(path)) == ([P], [])
     else:
-        with pytest.raises(qagent.ProxyConfigError, match="found uid"):
-            qagent.load_proxy_file(str(path))
+        with pytest.raises(proxyfile.ProxyConfigError, match="found uid"):
+            proxyfile.load_proxy_file(str(path))
 
 
 def test_credentials_are_percent_decoded_or_string_util_decoded():
-    assert qagent.credential("p%40ss%3Aw%24rd%3B") == "p@ss:w$rd;"
+    assert proxyfile.credential("p%40ss%3Aw%24rd%3B") == "p@ss:w$rd;"
     secret = "p@ss:w$rd; with spaces and ünïcode"
     encrypted = "#" + stringutil.encode(quote(secret, safe=""))  # percent-encoded, then encrypted
-    assert qagent.credential(encrypted) == secret
-    assert qagent.credential("#" + stringutil.encode("p@ss:w$rd;")) == "p@ss:w$rd;"  # nothing to decode
+    assert proxyfile.credential(encrypted) == secret
+    assert proxyfile.credential("#" + stringutil.encode("p@ss:w$rd;")) == "p@ss:w$rd;"  # nothing to decode
     url = f"qualys_https_proxy=https://#{stringutil.encode('ops%40lab%3B2')}:{encrypted}@10.0.0.1:3128"
-    assert qagent.parse_proxy_file(url) == ([proxy("10.0.0.1", 3128, "ops@lab;2", secret)], [])
+    assert proxyfile.parse_proxy_file(url) == ([proxy("10.0.0.1", 3128, "ops@lab;2", secret)], [])
 
 
 def test_no_proxy_matching():
-    assert qagent.bypass("qagpublic.qg1.fleetlab.test", ["fleetlab.test"])
-    assert qagent.bypass("fleetlab.test", [".fleetlab.test"])
-    assert not qagent.bypass("evilfleetlab.test", ["fleetlab.test"])
+    assert proxyfile.bypass("qagpublic.qg1.fleetlab.test", ["fleetlab.test"])
+    assert proxyfile.bypass("fleetlab.test", [".fleetlab.test"])
+    assert not proxyfile.bypass("evilfleetlab.test", ["fleetlab.test"])
 
 
 def test_string_util_prints_bare_url_safe_text(monkeypatch, capsys):
@@ -135,19 +153,45 @@ def test_payload_has_exactly_one_standalone_string_util(tmp_path, arch):
     assert data == Path(stringutil.__file__).read_bytes()  # needs nothing else from the package
 
 
+def _imported_from(directory: Path, module: str) -> set[str]:
+    """The modules of DIRECTORY that importing MODULE loads, with python3 -S as on a Mac (and
+    -I: nothing from here, such as fleetctl, can fill a gap)."""
+    probe = ("import sys; sys.path.insert(0, sys.argv[1]); import " + module + "; "
+             "print(*sorted(n for n, m in sys.modules.items() if (getattr(m, '__file__', '') or '')"
+             ".startswith(sys.argv[1])))")
+    done = subprocess.run([sys.executable, "-I", "-S", "-c", probe, str(directory)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return set(done.stdout.split())
+
+
+def test_payload_resources_hold_every_module_the_agent_imports(tmp_path):
+    pkg = pkgbuild.build(tmp_path / "a.pkg", "6.1.0.20", "arm64", size_mb=1)
+    with open(pkg, "rb") as f:
+        cpio.extract(io.BytesIO(gzip.decompress(xar.Reader(f).read("QualysCloudAgent.pkg/Payload"))),
+                     str(tmp_path / "root"))
+    shipped = tmp_path / "root" / pkgbuild.APP / "Resources"
+    assert _imported_from(shipped, "qagent") == {p.stem for p in shipped.glob("*.py")}  # all needed, all used
+
+
+def test_lab_copies_every_module_the_shims_import(tmp_path):
+    lib = hosts.write_macbin(tmp_path) / ".lib"
+    assert _imported_from(lib, "macshim") == {"macshim", "shimcommon", "launchd", "logshow"}
+    assert {"xar.py", "cpio.py"} <= {p.name for p in lib.iterdir()}  # imported by `installer` when it runs
+
+
 def test_log_lines_have_the_documented_format_and_syslog_records_the_bare_message():
-    line = qagent.log_line("Information", "Service stopping", 1714000000.474, 9710, 140048573286144)
+    line = agentcommon.log_line("Information", "Service stopping", 1714000000.474, 9710, 140048573286144)
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.474 \[qualys-cloud-agent\]\[9710\]:\[Information\]:"
                         r"\[140048573286144\]:Service stopping\n", line)
-    record = qagent.unified_record("Warning", "Proxy 10.0.0.1:443 failed: timed out", 1.5, 7, 8)
+    record = agentcommon.unified_record("Warning", "Proxy 10.0.0.1:443 failed: timed out", 1.5, 7, 8)
     assert record["message"] == "Proxy 10.0.0.1:443 failed: timed out" and record["priority"] == 4
-    levels = {level: macshim.message_type(qagent.SYSLOG_PRIORITY[level]) for level in qagent.LEVELS}
+    levels = {level: logshow.message_type(agentcommon.SYSLOG_PRIORITY[level]) for level in agentcommon.LEVELS}
     assert levels == {"Fatal": "Fault", "Error": "Error", "Warning": "Default", "Information": "Info",
                       "Debug": "Debug", "Trace": "Debug"}
 
 
 def _logged_messages() -> set[tuple[str, str]]:
-    """(level, message template) of every log() call in qagent.py; '{}' where a value goes."""
+    """(level, message template) of every log() call in the agent's modules; '{}' where a value goes."""
     def text(node) -> str:
         if isinstance(node, ast.Constant):
             return str(node.value)
@@ -157,8 +201,9 @@ def _logged_messages() -> set[tuple[str, str]]:
             return text(node.left) + "{}"
         return f"<{node.id}>"  # a name: checked on its own below
 
-    tree = ast.parse(Path(qagent.__file__).read_text())
-    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "log"]
+    trees = [ast.parse(path.read_text()) for path in Path(agentcommon.__file__).parent.glob("*.py")]
+    nodes = [n for tree in trees for n in ast.walk(tree)]
+    calls = [n for n in nodes if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "log"]
     return {(text(c.args[0]), text(c.args[1])) for c in calls}
 
 
@@ -183,13 +228,13 @@ def test_the_agent_says_only_documented_or_neutral_things():
         ("Error", "<LOG_ERRORS_LINE>"),
         ("<level>", "<message>"),  # CHATTY_LINES
     }
-    assert qagent.LOG_ERRORS_LINE == "Data collection failed for module INV: command timed out"
+    assert agentdaemon.LOG_ERRORS_LINE == "Data collection failed for module INV: command timed out"
 
 
 def test_chatty_lines_use_alarming_words_at_harmless_levels():
-    levels = {level for level, _ in qagent.CHATTY_LINES}
+    levels = {level for level, _ in agentdaemon.CHATTY_LINES}
     assert levels <= {"Information", "Debug", "Trace"} and {"Information", "Debug"} <= levels
-    text = " ".join(message for _, message in qagent.CHATTY_LINES)
+    text = " ".join(message for _, message in agentdaemon.CHATTY_LINES)
     for word in ("error", "failed", "Fatal", "ERROR:", "[Error]"):
         assert word in text
 
@@ -202,11 +247,11 @@ def test_pod_keeps_a_hostid_and_assigns_one_on_first_contact():
 
 RECORDS = [
     {"time": 1000.0, "priority": 6, "message": "Heartbeat acknowledged by platform p (proxy: none)", "pid": 5,
-     "tid": 77, "process": "qualys-cloud-agent", "image": qagent.DAEMON},
+     "tid": 77, "process": "qualys-cloud-agent", "image": agentcommon.DAEMON},
     {"time": 2000.0, "priority": 7, "message": "Option values: LogLevel=4", "pid": 6, "tid": 78,
-     "process": "qualys-cloud-agent", "image": qagent.DAEMON},
+     "process": "qualys-cloud-agent", "image": agentcommon.DAEMON},
     {"time": 3000.0, "priority": 3, "message": "Platform communication failed: x", "pid": 5, "tid": 77,
-     "process": "qualys-cloud-agent", "image": qagent.DAEMON},
+     "process": "qualys-cloud-agent", "image": agentcommon.DAEMON},
 ]
 
 
@@ -222,13 +267,13 @@ RECORDS = [
      ["Platform communication failed: x"]),
 ])
 def test_log_show_selects_like_macos(args, messages):
-    opts = macshim.parse_show_args(args)
-    assert [e["eventMessage"] for e in macshim.select_events(opts, RECORDS, now=3000.0)] == messages
+    opts = logshow.parse_show_args(args)
+    assert [e["eventMessage"] for e in logshow.select_events(opts, RECORDS, now=3000.0)] == messages
 
 
 def test_log_show_ndjson_is_one_object_a_line_then_the_count():
-    opts = macshim.parse_show_args(["--style", "ndjson", "--info"])
-    lines = macshim.render(opts, macshim.select_events(opts, RECORDS, now=3000.0)).splitlines()
+    opts = logshow.parse_show_args(["--style", "ndjson", "--info"])
+    lines = logshow.render(opts, logshow.select_events(opts, RECORDS, now=3000.0)).splitlines()
     assert lines[-1] == '{"count":2,"finished":1}' and len(lines) == 3
     first = json.loads(lines[0])
     assert first["messageType"] == "Info" and first["eventType"] == "logEvent" and first["processID"] == 5
@@ -242,7 +287,7 @@ def test_log_show_ndjson_is_one_object_a_line_then_the_count():
 ])
 def test_log_show_refuses_unknown_options(args, says):
     with pytest.raises(ValueError, match=re.escape(says)):
-        macshim.parse_show_args(args)
+        logshow.parse_show_args(args)
 
 
 @pytest.mark.parametrize("key, good, bad", [
@@ -254,6 +299,6 @@ def test_log_show_refuses_unknown_options(args, says):
     ("CmdMaxTimeOut", "1800", "0"), ("HostIdSearchDir", "/etc/", "etc"),
 ])
 def test_option_validation(key, good, bad):
-    qagent.validate(key, good)
-    with pytest.raises(qagent.Invalid, match=key):
-        qagent.validate(key, bad)
+    configtool.validate(key, good)
+    with pytest.raises(agentcommon.Invalid, match=key):
+        configtool.validate(key, bad)

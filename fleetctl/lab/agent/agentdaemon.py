@@ -1,0 +1,247 @@
+"""qualys-cloud-agent: the simulated agent's daemon (launchd starts it from the plist).
+
+Every CHECKIN_INTERVAL_S, or at once when woken with SIGHUP (the configuration tool and
+cloudagentctl.sh send one), it checks in with the platform (the lab's pod), directly or only
+through the proxies of the proxy file (proxyfile.py), then works through the queued on-demand
+scans. SIGTERM stops it.
+
+The hostid is written by the daemon, not the configuration tool: after a successful
+contact, whenever <HostIdSearchDir>/qualys/hostid is missing, with the id the platform
+answered (it keeps the one the agent sent, or assigns one on first contact).
+"""
+import base64
+import http.client
+import json
+import os
+import plistlib
+import random
+import select
+import signal
+import socket
+import ssl
+import sys
+import urllib.parse
+
+from agentcommon import (CA_BUNDLE, CONTENTS, DATA, LAB, ONDEMAND, PID_FILE, SCAN_TYPES, log, read_config,
+                         write_atomic)
+from proxyfile import ProxyConfigError, bypass, load_proxy_file
+
+CHECKIN_INTERVAL_S = 60
+CONTACT_TIMEOUT_S = 10
+MAX_CYCLES = 5000  # the daemon stops by itself after this many cycles (days at the interval)
+CHATTY_LINES = [
+    ("Information", "Inventory delta computed: 0 errors, 0 failed items, 412 unchanged"),
+    ("Debug", "HTTP client retry policy: on_error=backoff, max_failed=3"),
+    ("Information", "PC module: controls with severity Fatal evaluated: 0"),
+    ("Debug", "Parsed key ERROR: none (expected)"),
+    ("Information", "Service health: no errors since start; last failed job: none"),
+    ("Debug", 'Localized strings loaded: [Error] -> "Error", [Fatal] -> "Fatal"'),
+    ("Trace", "ScanEngine tick: queue=0, errors=0"),
+    ("Information", "Error reporting channel ready"),
+    ("Debug", "ERROR: counter reset to 0 (not an error)"),
+]
+LOG_ERRORS_LINE = "Data collection failed for module INV: command timed out"
+
+
+def version() -> str:
+    with open(CONTENTS + "/Info.plist", "rb") as f:
+        return plistlib.load(f)["CFBundleShortVersionString"]
+
+
+def host_traits() -> list:
+    try:
+        with open(LAB + "/host.json") as f:
+            return json.load(f)["traits"]
+    except (OSError, ValueError, KeyError):
+        return []
+
+
+def hostid_path(config: dict) -> str:
+    return os.path.join(config["HostIdSearchDir"], "qualys", "hostid")
+
+
+# ---- contact with the platform ----
+
+def _tls_context() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    for bundle in ("/Library/Keychains/fleetlab-root-ca.pem", CA_BUNDLE):
+        if os.path.exists(bundle) and os.path.getsize(bundle):
+            context.load_verify_locations(bundle)
+    return context
+
+
+def _connection(uri, proxy, context) -> http.client.HTTPSConnection:
+    """A connection to the pod, tunnelled (CONNECT) through PROXY with its own credentials."""
+    if proxy is None:
+        return http.client.HTTPSConnection(uri.hostname, uri.port or 443, context=context, timeout=CONTACT_TIMEOUT_S)
+    conn = http.client.HTTPSConnection(proxy["host"], proxy["port"], context=context, timeout=CONTACT_TIMEOUT_S)
+    headers = {}
+    if proxy["user"] is not None:
+        creds = f"{proxy['user']}:{proxy['password']}".encode()
+        headers["Proxy-Authorization"] = "Basic " + base64.b64encode(creds).decode()
+    conn.set_tunnel(uri.hostname, uri.port or 443, headers=headers)
+    return conn
+
+
+def _check_in(conn, uri, body: bytes) -> dict:
+    try:
+        conn.request("POST", uri.path.rstrip("/") + "/checkin", body, {"Content-Type": "application/json"})
+        reply = conn.getresponse()
+        answer = json.loads(reply.read() or b"{}")
+    finally:
+        conn.close()
+    if reply.status != 200 or not isinstance(answer, dict):
+        raise OSError(f"HTTP {reply.status}")
+    return answer
+
+
+def contact(config: dict, hostid: str):
+    """Check in once; return the platform's answer, or None (the failure is logged)."""
+    uri = urllib.parse.urlsplit(config["ServerUri"])
+    try:
+        proxies, no_proxy = load_proxy_file()
+    except ProxyConfigError as e:  # fail-closed: no contact at all, not even direct
+        log("Error", f"Proxy configuration invalid: {e}", config)
+        return None
+    if bypass(uri.hostname, no_proxy):
+        proxies = []
+    if config.get("QualysProxyOrder") == "random":
+        random.shuffle(proxies)
+    body = json.dumps({
+        "hostid": hostid, "agent_version": version(), "customer_id": config["CustomerId"],
+        "activation_id": config["ActivationId"], "hostname": socket.gethostname(),
+    }).encode()
+    context = _tls_context()
+    failures = []
+    for proxy in proxies or [None]:  # with proxies configured, never a direct connection
+        shown = f"{proxy['host']}:{proxy['port']}" if proxy else "none"
+        try:
+            answer = _check_in(_connection(uri, proxy, context), uri, body)
+        except (OSError, ValueError, http.client.HTTPException) as e:
+            failures.append(f"proxy {shown}: {e}" if proxy else f"{uri.hostname}:{uri.port or 443}: {e}")
+            if proxy:
+                log("Warning", f"Proxy {shown} failed: {e}", config)
+            continue
+        log("Information", f"Heartbeat acknowledged by platform {uri.hostname} (proxy: {shown})", config)
+        return answer
+    log("Error", "Platform communication failed: " + "; ".join(failures), config)
+    return None
+
+
+def read_hostid(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def save_manifests(modules: list) -> None:
+    for module in modules:
+        manifest = f"{DATA}/manifests/{module}.db"
+        if not os.path.exists(manifest):
+            os.makedirs(os.path.dirname(manifest), exist_ok=True)
+            open(manifest, "w").close()
+
+
+def cycle(config: dict, known_hostid: str) -> str:
+    """One check-in and what follows it; returns the hostid the agent now knows."""
+    path = hostid_path(config)
+    hostid = read_hostid(path) or known_hostid
+    answer = contact(config, hostid)
+    if answer is not None:
+        if "log-errors" in host_traits():  # logged before the hostid appears, as one cycle's work
+            log("Error", LOG_ERRORS_LINE, config)
+        save_manifests(answer.get("modules", []))
+        hostid = answer.get("hostid") or hostid
+        if hostid and not read_hostid(path):
+            write_atomic(path, hostid + "\n", 0o644)
+    run_ondemand(config, online=answer is not None)
+    return hostid
+
+
+def _update(path: str, req: dict, key: str) -> None:
+    req[key] = True
+    write_atomic(path, json.dumps(req), 0o600)
+
+
+def run_ondemand(config: dict, online: bool) -> None:
+    """Pending on-demand requests: logged once, delayed by an interval scan, uploaded when online."""
+    try:
+        requests = sorted(os.listdir(ONDEMAND))
+    except FileNotFoundError:
+        return
+    try:
+        with open(LAB + "/interval-scan") as f:
+            interval = f.read().split()
+    except FileNotFoundError:
+        interval = []
+    for name in requests:
+        path = os.path.join(ONDEMAND, name)
+        with open(path) as f:
+            req = json.load(f)
+        cid, kind = req["control_id"], req["type"]
+        if not req.get("logged"):
+            log("Information", f"OnDemandRequest Params: ControlID={cid}, Action=OnDemand, Type={kind.upper()}, "
+                f"CPUThrottle={req['cputhrottle']}", config)
+            _update(path, req, "logged")
+        if not all(os.path.exists(f"{DATA}/manifests/{m}.db") for m in SCAN_TYPES[kind]):
+            os.unlink(path)  # cloudagentctl.sh refused it already; nothing the guide documents to log
+        elif kind in interval:
+            if not req.get("delayed"):
+                log("Information", "Interval Event of same type is in progress with state INTERVAL_EVENT_SCAN", config)
+                log("Information", f"OnDemand request for Control ID : {cid} will be delayed.", config)
+                _update(path, req, "delayed")
+        elif online:
+            log("Information", f"Scan results uploaded for ControlID={cid}", config)
+            os.unlink(path)
+
+
+def chatter(config: dict) -> None:
+    """The chatty-agent persona: lines fleetctl does not know, some with alarming words."""
+    for level, message in CHATTY_LINES:
+        log(level, message, config, always=True)
+
+
+def _wait(wake_fd: int, seconds: float) -> None:
+    """Sleep until the interval ends or a SIGHUP arrives (its byte lands on WAKE_FD)."""
+    if select.select([wake_fd], [], [], seconds)[0]:
+        try:
+            while os.read(wake_fd, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+
+def daemon(args: list) -> None:
+    def on_term(*_):
+        log("Information", "Service stopping")
+        try:
+            os.unlink(PID_FILE)
+        except FileNotFoundError:
+            pass
+        sys.exit(0)
+
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGHUP, lambda *_: None)  # a wake-up: the byte on the pipe ends _wait
+    signal.signal(signal.SIGTERM, on_term)
+    write_atomic(PID_FILE, f"{os.getpid()}\n", 0o644)
+    log("Information", f"Service starting, version {version()}")
+    if "agent-crashes" in host_traits():
+        log("Fatal", "Unhandled exception in scan engine: Segmentation fault (signal 11); agent exiting")
+        with open(f"{LAB}/launchd/com.qualys.cloud-agent.exit", "w") as f:
+            f.write("139\n")
+        os.unlink(PID_FILE)
+        sys.exit(139)
+    hostid = ""
+    for _ in range(MAX_CYCLES):
+        config = read_config()
+        if "chatty-agent" in host_traits():
+            chatter(config)
+        if "ActivationId" in config and "CustomerId" in config:
+            hostid = cycle(config, hostid)
+        _wait(wake_r, CHECKIN_INTERVAL_S)
+    log("Information", "Service stopping")
