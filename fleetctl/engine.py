@@ -52,6 +52,8 @@ class Session:
         self.applied: dict[str, str] = {}
         self.paths = agent.Paths()  # where this Mac's agent logs and keeps its hostid
         self.notes: list[str] = []  # warnings that do not fail the Mac, shown with its result
+        self.probe_output = ""  # the probe's raw output (doctor --record keeps it)
+        self.has_root = False  # privileged steps possible (root login, sudo -n or a sudo password)
 
     def step(self, name: str, script: str, privileged: bool = False, check: bool = True) -> ssh.Result:
         if self.abort.is_set():
@@ -108,13 +110,15 @@ class Session:
         values = {"package_id": agent.PACKAGE_ID, "label": agent.LABEL, "defaults": agent.Paths(),
                   "applied_file": APPLIED_FILE, "proxy_file": agent.PROXY_FILE, "log_lines": 0, "window": [],
                   **getattr(action, "probe_values", {})}
-        probe = facts.parse(self.step("probe", render.render("probe", **values)).out)
+        self.probe_output = self.step("probe", render.render("probe", **values)).out
+        probe = facts.parse(self.probe_output)
         r.arch, r.macos = facts.first(probe, "arch") or None, facts.first(probe, "macos") or None
         self.memsize = facts.number(probe, "memsize")
         r.version_before = r.version_after = facts.first(probe, "agent_version") or None
         self.since = facts.first(probe, "now")
         self.state = probe
-        if not self._privilege(probe, getattr(action, "needs_root", True)):
+        self.has_root = self._privilege(probe, getattr(action, "needs_root", True))
+        if not self.has_root:
             self.state = {**probe, **facts.parse(self.step("state", render.render("state", **values)).out)}
         elif self.mode == ssh.SUDO_PASSWORD:  # sudo -n could not read the root-only state
             self.state = facts.parse(self.step("state", render.render("state", **values), privileged=True).out)

@@ -81,6 +81,7 @@ def write_macbin(lab_dir: Path) -> Path:
     launcher.write_text("#!/usr/bin/python3 -S\nimport sys\nsys.path.insert(0, '/usr/local/bin/.lib')\n"
                         "import macshim\nmacshim.main()\n")
     launcher.chmod(0o755)
+    shutil.copy2(os.path.realpath("/bin/date"), lib / "date-real")  # for the clock-skew persona
     subprocess.run(["/usr/bin/python3", "-m", "compileall", "-q", str(lib)], check=True, capture_output=True)
     for shim in SHIMS:
         (macbin / shim).symlink_to(".lib/launch")
@@ -185,9 +186,34 @@ def prepare_host(lab_dir: Path, slot: int, spec: HostSpec, client_pub: str, jump
     binds = [[str(root / p.lstrip("/")), p] for p in MAC_PATHS]
     binds += [[str(root / "private/tmp"), "/tmp"], [str(sudoers), "/etc/sudoers.d"], [str(lab_dir / "macbin"), "/usr/local/bin"]]
     binds += [[str(lab_dir / "etc" / name), f"/etc/{name}"] for name in ("passwd", "group", "shadow", "hosts")]
+    binds += _persona_binds(lab_dir, spec)
     boot = {"binds": binds, "hostname": spec.name, "argv": ["/usr/sbin/sshd", "-D", "-e", "-f", f"{SSHD_DIR}/sshd_config"]}
     (hdir / "boot.json").write_text(json.dumps(boot, indent=1))
     return hdir
+
+
+SKEWED_DATE = """#!/bin/sh
+# persona clock-skew: this Mac's clock runs 10 minutes ahead (GNU date underneath).
+exec /usr/local/bin/.lib/date-real -d "@$(( $(/usr/local/bin/.lib/date-real +%s) + 600 ))" "$@"
+"""
+
+
+def _persona_binds(lab_dir: Path, spec: HostSpec) -> list[list[str]]:
+    """Commands a persona changes for this Mac only: a skewed date, an absent openssl."""
+    binds = []
+    if spec.has("clock-skew"):
+        skewed = lab_dir / "macbin-extra" / "date-skewed"
+        skewed.parent.mkdir(exist_ok=True)
+        skewed.write_text(SKEWED_DATE)
+        skewed.chmod(0o755)
+        binds.append([str(skewed), os.path.realpath("/bin/date")])
+    if spec.has("no-openssl"):  # not executable: `command -v openssl` finds nothing, as on a Mac without it
+        empty = lab_dir / "macbin-extra" / "absent"
+        empty.parent.mkdir(exist_ok=True)
+        empty.write_bytes(b"")
+        empty.chmod(0o644)
+        binds.append([str(empty), os.path.realpath(shutil.which("openssl") or "/usr/bin/openssl")])
+    return binds
 
 
 def known_hosts_line(lab_dir: Path, slot: int, spec: HostSpec) -> str:

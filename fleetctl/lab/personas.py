@@ -27,6 +27,10 @@ TRAITS = {
     "agent-crashes": "the agent daemon dies right after it starts",
     "chatty-agent": "the agent logs many lines fleetctl does not know each cycle, alarming words at harmless levels",
     "log-errors": "the agent logs an [Error] line after every contact with the platform",
+    "rsr-extra": "sw_vers adds a ProductVersionExtra line (a Rapid Security Response)",
+    "odd-log": "the agent writes its log in another line format than the guide's",
+    "clock-skew": "its clock (date) runs 10 minutes ahead of the controller's",
+    "no-openssl": "has no openssl command",
     "jump-host": "also the SSH jump host (bastion) for behind-bastion Macs",
     "behind-bastion": "accepts SSH only through the lab's jump host (ProxyJump)",
 }

@@ -54,8 +54,20 @@ PERSONAS = ",".join([
     "arm64",                    # mac-034 lab: LogDestType=syslog and `log show`
     "proxy-only",               # mac-035 lab: per-proxy credentials, string-util, proxy removal
     "arm64",                    # mac-036 lab: HostIdSearchDir, run-as account, reinstall keeps the hostid
+    # fleetctl doctor: Macs built to differ from what fleetctl assumes
+    "rsr-extra",                # mac-037 sw_vers prints ProductVersionExtra
+    "odd-log",                  # mac-038 the agent's log in another format
+    "clock-skew",               # mac-039 10 minutes ahead
+    "no-openssl",               # mac-040 no openssl
+    # fleetctl doctor: Macs untouched by other tests where every assumption must hold
+    "x86_64+macos12",           # mac-041
+    "sudo-password+macos13",    # mac-042
+    "root-login+macos14",       # mac-043
+    "proxy-only",               # mac-044
+    "slowlink",                 # mac-045
+    "behind-bastion",           # mac-046
 ])
-HOSTS = 36
+HOSTS = 46
 FLEETCTL = Path(sys.executable).with_name("fleetctl")
 ACTIVATION = "4b2ea2a4-5d0c-4d8f-9d3a-0d7c2f2d1a11"
 CUSTOMER = "8c1f0a55-2e3b-4b7c-a1d9-6f7e8d9c0b22"

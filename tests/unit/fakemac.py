@@ -101,3 +101,20 @@ def run(tmp: Path, pkgs: dict[str, Path], book_text: str, replies: list[tuple[st
     assert [s.name for s in result.steps] == [name for name, _ in replies[:len(result.steps)]], result.steps
     assert not conn.replies, f"steps replayed but never run: {[n for n, _ in conn.replies]} ({result.reason})"
     return result, conn
+
+
+def run_action(tmp: Path, action, replies: list[tuple[str, Result]], **host_vars) -> HostResult:
+    """One Mac through the engine with an action object (status, doctor), no playbook needed."""
+    inv = tmp / "inventory.yml"
+    inv.write_text(yaml.safe_dump({"all": {"vars": {
+        "server_uri": "https://qagpublic.qg1.fleetlab.test/CloudAgent", "fleetctl_known_hosts": str(tmp / "kh")},
+        "hosts": {"mac": {"ansible_host": "198.18.255.254", **host_vars}}}}))
+    book = playbook.Playbook(tmp / "none.yml", "doctor", "doctor", {})
+    plan = Planner(book, None).host(inventory.load(inv).select("mac")[0])
+    store = Secrets(None)
+    conn = FakeConnection(replies)
+    session = engine.Session(plan, book, store, store.masker(), False, Events(), threading.Event())
+    session._connect = lambda: conn
+    result = session.run(action)
+    assert [s.name for s in result.steps] == [name for name, _ in replies], (result.steps, result.reason)
+    return result

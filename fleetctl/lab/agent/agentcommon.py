@@ -51,6 +51,17 @@ PLIST = "/Library/LaunchDaemons/com.qualys.cloud-agent.plist"
 LEGACY = "/usr/local/qualys/cloud-agent"
 CA_BUNDLE = CONTENTS + "/Config/cert/ca-bundle.crt"
 LAB = "/private/var/fleetlab"
+
+
+def _traits() -> list:
+    try:
+        with open(LAB + "/host.json") as f:
+            return json.load(f)["traits"]
+    except (OSError, ValueError, KeyError):
+        return []
+
+
+ODD_LOG = "odd-log" in _traits()
 UNIFIED_LOG = LAB + "/unified-log/store.jsonl"  # what `log show` (mac/logshow.py) reads; root only
 LEVELS = ["Fatal", "Error", "Warning", "Information", "Debug", "Trace"]
 SYSLOG_PRIORITY = {"Fatal": 2, "Error": 3, "Warning": 4, "Information": 6, "Debug": 7, "Trace": 7}
@@ -144,7 +155,9 @@ def int_in(value: str, low: int, high: int) -> bool:
 # ---- the log: a file, or the unified log with LogDestType=syslog ----
 
 def log_line(level: str, message: str, when: float, pid: int, tid: int) -> str:
-    """One line in the documented format."""
+    """One line in the documented format (persona odd-log: a syslog-like one fleetctl must notice)."""
+    if ODD_LOG:
+        return f"{time.strftime('%b %d %H:%M:%S', time.localtime(when))} qualys-cloud-agent[{pid}] <{level}>: {message}\n"
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when)) + f".{int(when * 1000) % 1000:03d}"
     return f"{stamp} [qualys-cloud-agent][{pid}]:[{level}]:[{tid}]:{message}\n"
 

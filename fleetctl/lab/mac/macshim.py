@@ -33,6 +33,8 @@ def sw_vers(args: list) -> None:
         print(values[args[0]])
         return
     print(f"ProductName:\t\tmacOS\nProductVersion:\t\t{f['product_version']}\nBuildVersion:\t\t{f['build_version']}")
+    if "rsr-extra" in f["traits"]:  # a Rapid Security Response: one tab, as the guide quotes it
+        print("ProductVersionExtra:\t(a)")
 
 
 def uname(args: list) -> None:
