@@ -1,5 +1,5 @@
 # Set-up and entry points. Everything here runs as root on Debian: the lab needs namespaces.
-APT_PACKAGES := openssh-server sudo tinyproxy curl python3 iproute2 openssl chromium fonts-liberation
+APT_PACKAGES := openssh-server sudo tinyproxy curl python3 iproute2 openssl chromium fonts-liberation zsh
 VENV := .venv
 PY := $(VENV)/bin/python
 
@@ -36,7 +36,7 @@ DEMO_SECRETS = FLEETCTL_ACTIVATION_ID=4b2ea2a4-5d0c-4d8f-9d3a-0d7c2f2d1a11 \
 	FLEETCTL_LAB_SUDO_PASSWORD="$$(cat .fleetlab/sudo-password)" \
 	FLEETCTL_LAB_PROXY_PASSWORD="$$(cat .fleetlab/proxy-password)"
 demo: install
-	-@$(VENV)/bin/fleetctl lab down 2>/dev/null
+	@if [ -d .fleetlab ]; then $(VENV)/bin/fleetctl lab down || true; fi
 	$(VENV)/bin/fleetctl lab up --hosts 8 --personas "x86_64*2,sudo-password,lowdisk,installer-fails,proxy-only"
 	$(DEMO_SECRETS) $(VENV)/bin/fleetctl run playbooks/rollout.yml -i .fleetlab/inventory.yml \
 		--json .fleetlab/report.json --html .fleetlab/report.html || test $$? -eq 3

@@ -93,7 +93,8 @@ def _absolute(value: str) -> str | None:
 
 def _server_uri(value: str) -> str | None:
     uri = urllib.parse.urlsplit(value)
-    if uri.scheme == "https" and uri.hostname and HOST.match(uri.hostname) and uri.path.rstrip("/").endswith("/CloudAgent"):
+    if (uri.scheme == "https" and uri.hostname and HOST.match(uri.hostname) and not uri.query and not uri.fragment
+            and uri.path.endswith(("/CloudAgent", "/CloudAgent/"))):  # the trailing slash: as public Qualys commands
         return None
     return "https://<your Qualys platform>/CloudAgent, e.g. https://qagpublic.qg2.apps.qualys.com/CloudAgent"
 
@@ -208,3 +209,32 @@ def proxy_url_problem(url: str) -> str | None:
         return f"proxy URL {url!r} must be https://host[:port] with an IPv4 address or a DNS name"
     del port
     return None
+
+
+PROXY_LINE = re.compile(r"^(export )?(qualys_https_proxy|https_proxy)=(.+)$")
+CREDENTIAL = r"(?:#[^:@/;\"\s]+|(?:[A-Za-z0-9\-._~!&'()*+,=]|%[0-9A-Fa-f]{2})+)"
+PROXY_IN_FILE = re.compile(rf"^https://(?:{CREDENTIAL}:{CREDENTIAL}@)?(?P<host>[^:/@;\"\s]+)(?::\d{{1,5}})?/?$")
+
+
+def proxy_file_problem(text: str) -> str | None:
+    """Why TEXT is not a proxy file as the guide defines it (`fleetctl doctor`), or None."""
+    lines = text.splitlines()
+    if not lines:
+        return "empty proxy file"
+    match = PROXY_LINE.match(lines[0])
+    if not match:
+        return f"first line is not qualys_https_proxy=... or https_proxy=...: {lines[0][:120]}"
+    exported, rest = bool(match[1]), lines[1:]
+    if exported and (len(rest) != 1 or not re.fullmatch(r"export no_proxy=\S+", rest[0])):
+        return "an 'export ..._proxy=' line must be followed by exactly one 'export no_proxy=<pod domain>' line"
+    if not exported and rest:
+        return f"more than one line: {rest[0][:120]}"
+    value = match[3]
+    quoted = len(value) >= 2 and value[0] == value[-1] == '"'
+    urls = value[1:-1].split(";") if quoted else [value]
+    if ";" in value and not quoted:
+        return "several proxies must be inside double quotes"
+    if not 1 <= len(urls) <= MAX_PROXIES:
+        return f"{len(urls)} proxies (the agent takes 1 to {MAX_PROXIES})"
+    bad = next((u for u in urls if not PROXY_IN_FILE.match(u) or not HOST.match(PROXY_IN_FILE.match(u)["host"])), None)
+    return f"not https://[user:password@]host[:port]: {bad[:120]}" if bad is not None else None

@@ -314,6 +314,40 @@ def status_cmd(inventory_path: Path, limit: str | None, since: str, forks: int, 
     sys.exit(3 if any(r.health in ("unhealthy", "unreachable") for r in results) else 0)
 
 
+@cli.command("doctor")
+@INVENTORY
+@LIMIT
+@click.option("--forks", "-f", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option("--accept-new-hostkeys", is_flag=True, help="Trust keys of Macs seen for the first time.")
+@click.option("--json", "json_path", type=FILE, help="Write every finding as JSON; '-' for stdout.")
+@click.option("--record", "record_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Keep every raw output, one folder per Mac, names and secrets replaced (docs/doctor-record.md).")
+def doctor_cmd(inventory_path: Path, limit: str | None, forks: int, accept_new_hostkeys: bool,
+               json_path: Path | None, record_dir: Path | None) -> None:
+    """Check, read-only, every assumption fleetctl makes on these Macs before a rollout.
+
+    One SSH connection per Mac, nothing uploaded or written. Each assumption is ok, differs
+    (with the output that did not match and what depends on it) or missing. Exit status 0
+    when all hold on every Mac, 3 otherwise, 2 on bad input.
+
+    \b
+    Examples:
+      fleetctl doctor -i inventory.yml --limit 'mac-00*'
+      fleetctl doctor -i inventory.yml --limit pilot --record doctor-pilot/
+    """
+    from fleetctl import doctor, status
+
+    hosts = status.select(inventory_path, limit)
+    secrets = status.collect_secrets(hosts, _prompt())
+    found, results, plans = doctor.sweep(hosts, secrets, forks, accept_new_hostkeys)
+    doctor.show(_out(json_path), found, results)
+    if json_path:
+        doctor.write_json(json_path, found, results)
+    if record_dir:
+        doctor.record(record_dir, found, results, plans, secrets)
+    sys.exit(doctor.exit_code(found, results))
+
+
 @cli.command("logs")
 @click.argument("hosts", nargs=-1, required=True)
 @INVENTORY
@@ -369,20 +403,30 @@ def proxy_encrypt_cmd(inventory_path: Path, host_name: str, pkg: Path | None, ac
 @cli.command("inventory")
 @INVENTORY
 @LIMIT
+@click.option("--list", "as_list", is_flag=True, help="Groups and every host's variables as JSON (the default), "
+              "in ansible-inventory --list's shape.")
 @click.option("--graph", is_flag=True, help="Show groups and hosts as a tree.")
 @click.option("--host", "host_name", metavar="HOST", help="Show one host's merged variables.")
-def inventory_cmd(inventory_path: Path, limit: str | None, graph: bool, host_name: str | None) -> None:
+def inventory_cmd(inventory_path: Path, limit: str | None, as_list: bool, graph: bool, host_name: str | None) -> None:
     """Show the inventory as fleetctl resolves it (like ansible-inventory): JSON by default.
+
+    A host that `run` and `plan` would refuse (a missing key file, a password in the
+    inventory) is shown, with a warning on stderr.
 
     \b
     Examples:
       fleetctl inventory -i inventories/ansible-office/hosts.ini --graph
       fleetctl inventory -i hosts.ini --host fin-mini.example.com
-      fleetctl inventory -i hosts.ini --limit 'finance:&intel'
+      fleetctl inventory -i hosts.ini --list --limit 'finance:&intel'
     """
     from fleetctl import inventory
 
-    click.echo(inventory.describe(inventory.load(inventory_path), limit, graph, host_name))
+    if as_list + graph + (host_name is not None) > 1:
+        raise click.UsageError("--list, --graph and --host show different things; pick one")
+    inv = inventory.load(inventory_path)
+    for note in inventory.notes(inv):
+        click.echo(f"warning: {note}", err=True)
+    click.echo(inventory.describe(inv, limit, graph, host_name))
 
 
 @cli.group("export")
@@ -429,6 +473,9 @@ def export_intune(playbook_path: Path, extra: tuple[str, ...], embed_secrets: bo
 def export_jamf(playbook_path: Path, extra: tuple[str, ...], out: Path | None) -> None:
     """A Jamf policy script: parameters 4-6 are ActivationId, CustomerId and ServerUri.
 
+    ServerUri (parameter 6) defaults to the playbook's server_uri (or -e server_uri=...); without
+    one, the script requires parameter 6 and says so.
+
     \b
     Example:
       fleetctl export jamf playbooks/rollout.yml -o qualys-provision-jamf.sh
@@ -454,18 +501,21 @@ def export_pppc(organization: str, out: Path | None) -> None:
 
 
 @export.command("av-exclusions")
+@click.argument("playbook_path", metavar="[PLAYBOOK]", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @OUT
-def export_av(fmt: str, out: Path | None) -> None:
-    """The agent's directories and process, to exclude from anti-virus / EDR scanning.
+def export_av(playbook_path: Path | None, fmt: str, out: Path | None) -> None:
+    """The agent's directories, files and process, to exclude from anti-virus / EDR scanning.
+
+    With PLAYBOOK, its LogFileDir and HostIdSearchDir replace the default log and hostid directories.
 
     \b
     Example:
-      fleetctl export av-exclusions --format json
+      fleetctl export av-exclusions playbooks/rollout.yml --format json
     """
     from fleetctl import mdm
 
-    _emit(mdm.av_exclusions(fmt), out)
+    _emit(mdm.av_exclusions(fmt, playbook_path), out)
 
 
 @cli.group()

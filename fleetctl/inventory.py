@@ -1,27 +1,30 @@
 """Hosts and their variables from an existing Ansible inventory, and --limit.
 
-Sources (YAML or INI files, or a directory of them, with group_vars/ and host_vars/ beside
-them) are read by `inventory_sources`; this module merges variables as Ansible does:
-all -> groups (shallow first, then by name) -> host, each layer's inline vars before its
-group_vars/host_vars files.
+`inventory_sources` reads the files (YAML, INI, a directory of them, group_vars/, host_vars/)
+into an `inventory_build.Builder`, which merges each host's variables as ansible-core 2.19 does.
+Variables keep the names Ansible shows; the Host properties pick between old and new spellings
+(ansible_ssh_user, ...) as Ansible's ssh connection does. A host whose variables cannot work is
+kept and shown; `check` refuses it when a run selects it.
 """
 from __future__ import annotations
 
 import fnmatch
 import json
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from fleetctl.errors import UsageError
 
-# Ansible's older spellings of the connection variables, mapped to the names used here.
-ALIASES = {"ansible_ssh_host": "ansible_host", "ansible_ssh_port": "ansible_port", "ansible_ssh_user": "ansible_user",
-           "ansible_private_key_file": "ansible_ssh_private_key_file", "ansible_become_pass": "ansible_become_password",
-           "ansible_sudo_pass": "ansible_become_password"}
 KEYRING_LOOKUP = re.compile(r"""\{\{\s*lookup\(\s*['"](?:community\.general\.)?keyring['"]\s*,\s*"""
                             r"""['"]fleetctl\s+([A-Za-z0-9_]+)['"]\s*\)\s*\}\}""")
+BECOME_PASSWORDS = ("ansible_become_password", "ansible_become_pass", "ansible_sudo_pass")  # last set wins
+LOGIN_PASSWORDS = ("ansible_password", "ansible_ssh_pass", "ansible_ssh_password")
+REFUSED = "<refused: a password in the inventory>"
+SSH_CONNECTIONS = ("ssh", "smart", "paramiko", "paramiko_ssh", "ansible.builtin.ssh", "ansible.legacy.ssh",
+                   "ansible.builtin.paramiko_ssh")
 
 
 @dataclass
@@ -31,24 +34,35 @@ class Host:
     groups: list[str] = field(default_factory=list)
     line: int = 0
     source: Path = Path("inventory")
+    problems: list[str] = field(default_factory=list)  # found while reading: run and plan refuse the host
+
+    def setting(self, *names: str) -> tuple[str, Any]:
+        """The last of NAMES that is set and not null, as Ansible's ssh connection reads its
+        options (ansible_ssh_user wins over ansible_user when both are set)."""
+        found: tuple[str, Any] = (names[-1], None)
+        for name in names:
+            if self.vars.get(name) is not None:
+                found = (name, self.vars[name])
+        return found
 
     @property
     def address(self) -> str:
-        return str(self.vars.get("ansible_host", self.name))
+        value = self.setting("ansible_host", "ansible_ssh_host")[1]
+        return self.name if value is None else str(value)
 
     @property
     def port(self) -> int | None:
         """None when the inventory does not say: ~/.ssh/config or 22 decides."""
-        port = self.vars.get("ansible_port")
-        return None if port is None else int(port)
+        value = self.setting("ansible_port", "ansible_ssh_port")[1]
+        return None if value is None else int(value)
 
     @property
     def user(self) -> str | None:
-        return self.vars.get("ansible_user")
+        return self.setting("ansible_user", "ansible_ssh_user")[1]
 
     @property
     def key_file(self) -> str | None:
-        return self.vars.get("ansible_ssh_private_key_file")
+        return self.setting("ansible_private_key_file", "ansible_ssh_private_key_file")[1]
 
     @property
     def known_hosts(self) -> Path:
@@ -63,20 +77,57 @@ class Host:
         return f"{self.source}:{self.line}: host {self.name!r}"
 
 
+def problems(host: Host) -> list[str]:
+    """Why fleetctl cannot reach HOST as its variables say (empty: nothing wrong)."""
+    found = list(host.problems)
+    name, port = host.setting("ansible_port", "ansible_ssh_port")
+    if port is not None and (isinstance(port, bool) or not re.fullmatch(r"[0-9]{1,5}", str(port))
+                             or not 1 <= int(port) <= 65535):
+        found.append(f"{name} must be a number from 1 to 65535, not {port!r}")
+    for names in (("ansible_host", "ansible_ssh_host"), ("ansible_user", "ansible_ssh_user"),
+                  ("ansible_private_key_file", "ansible_ssh_private_key_file")):
+        name, value = host.setting(*names)
+        if value is not None and (not isinstance(value, str) or not value.strip() or "\n" in value):
+            found.append(f"{name} must be a single-line text value")
+    connection = host.vars.get("ansible_connection")
+    if connection is not None and connection not in SSH_CONNECTIONS:
+        found.append(f"ansible_connection is {connection!r}; fleetctl reaches Macs over SSH only")
+    key = host.key_file
+    if isinstance(key, str) and key.strip() and not Path(key).expanduser().exists():
+        found.append(f"{host.setting('ansible_private_key_file', 'ansible_ssh_private_key_file')[0]} {key} "
+                     "does not exist")
+    return found
+
+
+def check(host: Host) -> None:
+    """Refuse HOST before any connection if its variables cannot work (called for the selected hosts)."""
+    found = problems(host)
+    if found:
+        raise UsageError(f"{host.where}: {found[0]}")
+
+
 @dataclass
 class Inventory:
     path: Path
     hosts: dict[str, Host]
-    groups: dict[str, set[str]]  # group -> host names (including children's); without 'all'
-    children: dict[str, list[str]] = field(default_factory=dict)  # group -> child groups, 'all' included
-    direct: dict[str, list[str]] = field(default_factory=dict)  # group -> hosts listed in it
+    groups: dict[str, set[str]]  # group -> its hosts and its children's; no 'all', 'ungrouped' only if used
+    children: dict[str, list[str]] = field(default_factory=dict)  # group -> child groups in Ansible's order
+    direct: dict[str, list[str]] = field(default_factory=dict)  # group -> hosts listed in it, in order
+    warnings: list[str] = field(default_factory=list)
 
     def select(self, limit: str | None) -> list[Host]:
-        """Hosts matching an Ansible-like pattern: 'web,db', 'mac-0*', 'all:!lab', 'x:&y'."""
+        """The hosts a run works on: an Ansible-like pattern ('web,db', 'mac-0*', 'all:!lab', 'x:&y')."""
+        if not self.hosts:
+            raise UsageError(f"{self.path}: the inventory lists no hosts")
+        return self.matching(limit)
+
+    def matching(self, limit: str | None) -> list[Host]:
         if not limit:
             return list(self.hosts.values())
+        from fleetctl.inventory_patterns import split_limit
+
         chosen: set[str] = set()
-        parts = [p for p in limit.replace(":", ",").split(",") if p]
+        parts = split_limit(limit)
         for part in [p for p in parts if p[0] not in "!&"]:
             chosen |= self._match(part)
         for part in [p for p in parts if p[0] == "&"]:
@@ -89,144 +140,42 @@ class Inventory:
         return [h for n, h in self.hosts.items() if n in chosen]
 
     def _match(self, pattern: str) -> set[str]:
-        found = {n for n in self.hosts if fnmatch.fnmatchcase(n, pattern)}
-        if pattern == "all":
+        """Ansible's rule: groups whose name matches; hosts too when no group does or the
+        pattern is a glob or regex (~...)."""
+        if pattern == "all" or pattern == "*":
             return set(self.hosts)
-        for group, members in self.groups.items():
-            if fnmatch.fnmatchcase(group, pattern):
-                found |= members
+        regex = re.compile(pattern[1:] if pattern.startswith("~") else fnmatch.translate(pattern))
+        found: set[str] = set()
+        groups = [g for g in self.groups if regex.match(g)]
+        for group in groups:
+            found |= self.groups[group]
+        if not groups or pattern[0] == "~" or any(c in pattern for c in ".?*["):
+            found |= {n for n in self.hosts if regex.match(n)}
         return found
 
 
-class Builder:
-    """What the sources declare, before merging: groups, their parents and vars, hosts."""
-
-    def __init__(self) -> None:
-        self.hosts: dict[str, Host] = {}
-        self.host_vars: dict[str, list[dict]] = {}  # inline, then host_vars/ files
-        self.group_vars: dict[str, list[dict]] = {"all": []}  # inline in the inventory
-        self.group_files: dict[str, list[dict]] = {"all": []}  # from group_vars/
-        self.parents: dict[str, set[str]] = {"all": set()}
-        self.direct: dict[str, dict[str, None]] = {"all": {}}  # group -> its own hosts (an ordered set)
-        self._seen: dict[str, frozenset[str]] = {}  # group -> itself and its ancestors, once built
-
-    def group(self, name: str, parent: str | None = None, variables: dict | None = None) -> None:
-        self.group_vars.setdefault(name, [])
-        self.group_files.setdefault(name, [])
-        self.parents.setdefault(name, set())
-        self.direct.setdefault(name, {})
-        if parent and parent != name:
-            self.group(parent)
-            self.parents[name].add(parent)
-        if variables:
-            self.group_vars[name].append(variables)
-
-    def host(self, name: str, group: str, variables: dict, source: Path, line: int) -> None:
-        self.group(group)
-        if name not in self.hosts:
-            self.hosts[name] = Host(name, {}, [], line, source)
-            self.host_vars[name] = []
-        self.direct[group][name] = None
-        if variables:
-            self.host_vars[name].append(variables)
-
-    def _ancestors(self, group: str, path: tuple[str, ...] = ()) -> frozenset[str]:
-        if group in self._seen:
-            return self._seen[group]
-        if group in path:
-            raise UsageError(f"group {group!r} contains itself (via {' -> '.join(path + (group,))}); "
-                             "remove one of the children: entries")
-        found = {group}
-        for parent in self.parents.get(group, ()):
-            found |= self._ancestors(parent, path + (group,))
-        self._seen[group] = frozenset(found)
-        return self._seen[group]
-
-    def _depth(self, group: str) -> int:
-        parents = self.parents.get(group) or ({"all"} if group != "all" else set())
-        return 0 if group == "all" else 1 + max(self._depth(p) for p in parents)
-
-    def build(self, path: Path) -> Inventory:
-        if not self.hosts:
-            raise UsageError(f"{path}: the inventory lists no hosts")
-        direct_of: dict[str, list[str]] = {}
-        for group, names in self.direct.items():
-            for name in names:
-                direct_of.setdefault(name, []).append(group)
-        for name, host in self.hosts.items():
-            if not set(direct_of[name]) - {"all", "ungrouped"} and "ungrouped" not in direct_of[name]:
-                self.host(name, "ungrouped", {}, host.source, host.line)
-                direct_of[name].append("ungrouped")
-        groups: dict[str, set[str]] = {g: set() for g in self.parents if g != "all"}
-        for name, host in self.hosts.items():
-            member_of = {"all"}
-            for group in direct_of[name]:
-                member_of |= self._ancestors(group)
-            # Ansible's order: all's inline vars, group_vars/all, other groups' inline vars
-            # (shallow first), their group_vars/ files, the host's inline vars, host_vars/.
-            others = sorted(member_of - {"all"}, key=lambda g: (self._depth(g), g))
-            layers = [*self.group_vars["all"], *self.group_files["all"],
-                      *(v for g in others for v in self.group_vars[g]), *(v for g in others for v in self.group_files[g]),
-                      *self.host_vars[name]]
-            merged: dict[str, Any] = {}
-            for layer in layers:
-                merged.update(layer)
-            host.vars = _normalise(host, merged)
-            host.groups = sorted(member_of - {"all"})
-            for group in host.groups:
-                groups[group].add(name)
-            _validate(host)
-        children = {g: sorted(c for c, ps in self.parents.items() if g in ps or (g == "all" and not ps and c != "all"))
-                    for g in self.parents}
-        return Inventory(path, self.hosts, groups, children, {g: sorted(n) for g, n in self.direct.items()})
+def _stderr(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
 
-def _normalise(host: Host, variables: dict[str, Any]) -> dict[str, Any]:
-    """Ansible's aliases to one spelling; a become password must be a keyring reference."""
-    out = dict(variables)
-    for old, new in ALIASES.items():
-        if old in out:
-            out.setdefault(new, out.pop(old))
-    password = out.pop("ansible_become_password", None)
-    if password is not None:
-        match = KEYRING_LOOKUP.fullmatch(str(password).strip())
-        if not match:
-            raise UsageError(
-                f"{host.where}: ansible_become_password holds a password in the inventory; store it with "
-                "`fleetctl secrets set NAME` and write ansible_become_password: "
-                "\"{{ lookup('community.general.keyring', 'fleetctl NAME') }}\" (or fleetctl_become_secret: NAME)")
-        out.setdefault("fleetctl_become_secret", match[1])
-    return out
-
-
-def _validate(host: Host) -> None:
-    port = host.vars.get("ansible_port", 22)
-    if isinstance(port, str) and port.isdigit():
-        port = host.vars["ansible_port"] = int(port)
-    if not isinstance(port, int) or not 1 <= port <= 65535:
-        raise UsageError(f"{host.where}: ansible_port must be a number from 1 to 65535, not {port!r}")
-    for key in ("ansible_host", "ansible_user", "ansible_ssh_private_key_file"):
-        value = host.vars.get(key)
-        if value is not None and (not isinstance(value, str) or not value.strip() or "\n" in value):
-            raise UsageError(f"{host.where}: {key} must be a single-line text value")
-    key_file = host.key_file
-    if key_file and not Path(key_file).expanduser().exists():
-        raise UsageError(f"{host.where}: ansible_ssh_private_key_file {key_file} does not exist")
-
-
-def load(path: Path) -> Inventory:
-    """Read and validate an inventory; errors name the file, the line and the fix."""
+def load(path: Path, warn: Callable[[str], None] | None = _stderr) -> Inventory:
+    """Read an inventory; syntax errors name the file, the line and the fix. A host whose own
+    variables cannot work is kept (see `problems`): `check` refuses it when it is selected."""
     from fleetctl import inventory_sources
+    from fleetctl.inventory_build import Builder
 
     builder = Builder()
     inventory_sources.read(path, builder)
-    return builder.build(path)
+    inv = builder.build(path)
+    for message in inv.warnings if warn else ():
+        warn(message)
+    return inv
 
 
 def describe(inv: Inventory, limit: str | None, as_graph: bool, host: str | None) -> str:
     """`fleetctl inventory`: the --list JSON, the --graph tree, or one --host's variables."""
     if limit:
-        keep = {h.name for h in inv.select(limit)}
+        keep = {h.name for h in inv.matching(limit)}
         inv.hosts = {n: h for n, h in inv.hosts.items() if n in keep}
         inv.direct = {g: [n for n in names if n in keep] for g, names in inv.direct.items()}
     if as_graph:
@@ -239,26 +188,34 @@ def describe(inv: Inventory, limit: str | None, as_graph: bool, host: str | None
 
 
 def listing(inv: Inventory) -> dict:
-    """`ansible-inventory --list`'s shape, so tools that read that can read this."""
-    out: dict[str, Any] = {"_meta": {"hostvars": {n: h.vars for n, h in inv.hosts.items()}}}
-    for group in ["all", *sorted(inv.groups)]:
-        entry = {}
-        if inv.children.get(group):
+    """`ansible-inventory --list`'s shape: groups with their hosts and children (empty ones
+    left out, but still named as children), `_meta.hostvars` for hosts that have variables."""
+    out: dict[str, Any] = {"_meta": {"hostvars": {n: h.vars for n, h in inv.hosts.items() if h.vars}}}
+    for group in inv.children:
+        entry: dict[str, list[str]] = {}
+        if inv.children[group]:
             entry["children"] = inv.children[group]
         if group != "all" and inv.direct.get(group):
             entry["hosts"] = inv.direct[group]
-        out[group] = entry
+        if entry:
+            out[group] = entry
     return out
 
 
 def graph(inv: Inventory, group: str = "all", depth: int = 0) -> list[str]:
     """`ansible-inventory --graph`: groups as @name:, hosts beneath."""
     pad = "  |" * depth
-    lines = [f"{pad[:-1] + '|--' if depth else ''}@{group}:"]
+    lines = [f"{pad}--@{group}:" if depth else f"@{group}:"]
     for child in inv.children.get(group, []):
         lines += graph(inv, child, depth + 1)
     lines += [f"{pad}  |--{name}" for name in inv.direct.get(group, []) if group != "all"]
     return lines
+
+
+def notes(inv: Inventory) -> list[str]:
+    """What `fleetctl inventory` warns about: hosts that run and plan would refuse, no hosts."""
+    found = [f"{h.where}: {p}; run and plan refuse this host" for h in inv.hosts.values() for p in problems(h)]
+    return found + ([f"{inv.path}: the inventory lists no hosts"] if not inv.hosts else [])
 
 
 def apply_extra_vars(hosts: list[Host], extra: dict[str, Any]) -> None:

@@ -3,6 +3,7 @@ Full Disk Access profile (PPPC) and the anti-virus exclusions, from the same pla
 from __future__ import annotations
 
 import json
+import os
 import plistlib
 import uuid
 from pathlib import Path
@@ -21,15 +22,26 @@ CODE_REQUIREMENT = (f'identifier "{agent.PACKAGE_ID}" and anchor apple generic a
                     "certificate 1[field.1.2.840.113635.100.6.2.6] /* exists */ and "
                     "certificate leaf[field.1.2.840.113635.100.6.1.13] /* exists */ and "
                     f"certificate leaf[subject.OU] = {TEAM_ID}")
-AV_DIRECTORIES = ("/etc/qualys", agent.APP, "/Library/Application Support/QualysCloudAgent/Data", agent.CONFIG_DIR)
+SUPPORT = "/Library/Application Support/QualysCloudAgent"
+# What the guide says the agent owns (spec: "Files and directories the agent owns"), for anti-virus
+# and EDR exclusions; the hostid and log directories follow the playbook's options.
+AV_APP_DIRECTORIES = (agent.APP, f"{agent.APP}/Contents/Frameworks", f"{agent.APP}/Contents/Resources",
+                      f"{agent.APP}/Contents/_CodeSignature", SUPPORT, f"{SUPPORT}/Data", f"{SUPPORT}/Data/manifests",
+                      agent.CONFIG_DIR)
+AV_FILES = (f"{agent.APP}/Contents/Info.plist", f"{agent.APP_BIN}/*.sh", f"{SUPPORT}/Data/*.db",
+            f"{SUPPORT}/Data/manifests/*.db")
 AV_PROCESSES = (DAEMON,)  # the daemon, `qualys-cloud-agent`
 WAIT_FOR_TOOL_S = 600
+INTUNE_LOG_DIR = "/Library/Logs/Microsoft/IntuneScripts/QualysCloudAgent"  # where Microsoft's macOS scripts log
+MARKERS = {"intune": f"{INTUNE_LOG_DIR}/QualysCloudAgent.provisioned",
+           "jamf": "/private/var/db/fleetctl/qualys-mdm.provisioned"}
 NAMESPACE = uuid.UUID("5b0a7c1e-3f6d-4c8e-9a2b-1d4e6f8a0c3b")  # stable payload UUIDs: MDMs track them
 
 
 def script(flavour: str, playbook_path: Path, extra: dict[str, Any], embed: bool,
            prompt: Callable[[str], str] | None) -> str:
-    """The provisioning script for FLAVOUR (intune or jamf); secrets only with EMBED (intune)."""
+    """The provisioning script for FLAVOUR (intune or jamf); secrets only with EMBED (intune).
+    Jamf without server_uri: the script then requires it as parameter 6."""
     book = playbook.load(playbook_path)
     variables = {**book.vars, **extra}
     server_uri = str(variables.get("server_uri") or "")
@@ -56,8 +68,9 @@ def script(flavour: str, playbook_path: Path, extra: dict[str, Any], embed: bool
     return render.render(
         "mdm-provision", flavour=flavour, version=__version__, playbook=playbook_path.name, server_uri=server_uri,
         embedded=embed, tool_paths=agent.TOOL_PATHS, wait_s=WAIT_FOR_TOOL_S, proxy_content=proxy_content,
-        config_dir=agent.CONFIG_DIR, proxy_file=agent.PROXY_FILE,
-        options=[f"{k}={v}" for k, v in book.options.items()], **values)
+        config_dir=agent.CONFIG_DIR, proxy_file=agent.PROXY_FILE, package_id=agent.PACKAGE_ID,
+        marker=MARKERS[flavour], log_dir=INTUNE_LOG_DIR, options=[f"{k}={v}" for k, v in book.options.items()],
+        **values)
 
 
 def pppc(organization: str) -> bytes:
@@ -95,10 +108,17 @@ def pppc(organization: str) -> bytes:
     return plistlib.dumps(profile, fmt=plistlib.FMT_XML, sort_keys=True)
 
 
-def av_exclusions(fmt: str) -> str:
+def av_exclusions(fmt: str, playbook_path: Path | None = None) -> str:
+    """Everything the guide lists for exclusions, plus the log directory the agent writes to
+    (LogFileDir, default /var/log/qualys) and the hostid directory (HostIdSearchDir + qualys)."""
+    options = playbook.load(playbook_path).options if playbook_path else {}
+    paths = agent.Paths().with_options({k: str(v) for k, v in options.items()})
+    directories = [os.path.dirname(paths.hostid_file), *AV_APP_DIRECTORIES, paths.log_dir.rstrip("/") or "/"]
     if fmt == "json":
-        return json.dumps({"directories": list(AV_DIRECTORIES), "processes": list(AV_PROCESSES)}, indent=1) + "\n"
+        return json.dumps({"directories": directories, "files": list(AV_FILES), "processes": list(AV_PROCESSES)},
+                          indent=1) + "\n"
     lines = ["# Qualys Cloud Agent: anti-virus / EDR exclusions (directories, with everything below them)"]
-    lines += list(AV_DIRECTORIES)
+    lines += directories
+    lines += ["", "# files (* as in the guide: every matching file)"] + list(AV_FILES)
     lines += ["", "# processes"] + list(AV_PROCESSES)
     return "\n".join(lines) + "\n"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import paramiko
 
+from fleetctl import inventory
 from fleetctl.errors import UsageError
 from fleetctl.inventory import Host
 
@@ -31,7 +32,8 @@ class Endpoint:
     jump: "Endpoint | None" = None
 
     def __str__(self) -> str:
-        return f"{self.user + '@' if self.user else ''}{self.hostname}:{self.port}"
+        host = f"[{self.hostname}]" if ":" in self.hostname else self.hostname  # IPv6, as OpenSSH writes it
+        return f"{self.user + '@' if self.user else ''}{host}:{self.port}"
 
 
 @lru_cache(maxsize=8)
@@ -85,27 +87,31 @@ def _jump(spec: str, via: Endpoint | None, keys: tuple[str, ...], config_path: P
 
 
 def _jump_from_ansible(host: Host) -> str | None:
-    """ProxyJump given the Ansible way: ansible_ssh_common_args '-J bastion' or '-o ProxyJump=bastion'."""
-    args = host.vars.get("ansible_ssh_common_args") or ""
-    try:
-        words = shlex.split(str(args))
-    except ValueError:
-        raise UsageError(f"{host.where}: ansible_ssh_common_args has unbalanced quotes") from None
-    for i, word in enumerate(words):
-        if word == "-J" and i + 1 < len(words):
-            return words[i + 1]
-        if word.startswith("-J") and len(word) > 2:
-            return word[2:]
-        option = words[i + 1] if word == "-o" and i + 1 < len(words) else word[2:] if word.startswith("-o") else ""
-        key, _, value = option.replace("=", " ", 1).partition(" ")
-        if key.lower() == "proxyjump":
-            return value.strip()
-        if key.lower() == "proxycommand":
-            raise UsageError(f"{host.where}: ProxyCommand in ansible_ssh_common_args is not supported; use -J bastion")
+    """ProxyJump given the Ansible way, in any of the variables whose words Ansible passes to ssh:
+    ansible_ssh_common_args, ansible_ssh_extra_args, ansible_ssh_args ('-J bastion',
+    '-o ProxyJump=bastion'). A ProxyCommand there is refused, never ignored."""
+    for name in ("ansible_ssh_args", "ansible_ssh_common_args", "ansible_ssh_extra_args"):
+        try:
+            words = shlex.split(str(host.vars.get(name) or ""))
+        except ValueError:
+            raise UsageError(f"{host.where}: {name} has unbalanced quotes") from None
+        for i, word in enumerate(words):
+            if word == "-J" and i + 1 < len(words):
+                return words[i + 1]
+            if word.startswith("-J") and len(word) > 2:
+                return word[2:].strip()
+            option = words[i + 1] if word == "-o" and i + 1 < len(words) else word[2:] if word.startswith("-o") else ""
+            key, _, value = option.strip().replace("=", " ", 1).partition(" ")
+            if key.lower() == "proxyjump":
+                return value.strip()
+            if key.lower() == "proxycommand":
+                raise UsageError(f"{host.where}: ProxyCommand in {name} is not supported; use -J bastion")
     return None
 
 
 def endpoint(host: Host) -> Endpoint:
-    """Where HOST is reached: inventory variables win over ~/.ssh/config, as with Ansible."""
+    """Where HOST is reached: inventory variables win over ~/.ssh/config, as with Ansible. A host
+    whose variables cannot work (see inventory.problems) is refused here, before any connection."""
+    inventory.check(host)
     return _resolve(host.address, host.user, host.port, host.key_file, _jump_from_ansible(host),
                     host.ssh_config, host.where)

@@ -30,6 +30,19 @@ class _Loader(yaml.SafeLoader):
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _Loader.construct_mapping)
 
 
+def _unsafe(loader: _Loader, node: yaml.Node) -> Any:
+    """Ansible's `!unsafe` (never templated): fleetctl never templates, so it is the plain value."""
+    if isinstance(node, yaml.MappingNode):
+        return loader.construct_mapping(node)
+    return loader.construct_sequence(node) if isinstance(node, yaml.SequenceNode) else loader.construct_scalar(node)
+
+
+# Ansible's tags in inventories and group_vars/: `!vault` values are kept as ansible-inventory
+# shows them (fleetctl cannot decrypt them), `!unsafe` ones as their plain value.
+_Loader.add_constructor("!unsafe", _unsafe)
+_Loader.add_constructor("!vault", lambda loader, node: {"__ansible_vault": loader.construct_scalar(node)})
+
+
 def load(path: Path, what: str) -> Any:
     try:
         text = path.read_text()

@@ -55,9 +55,9 @@ def test_inventory_resolves_like_ansible_inventory(admin_setup):
     d, env = admin_setup
     graph = _fleetctl(env, "inventory", "-i", str(d / "hosts.ini"), "--graph")
     assert graph.returncode == 0, graph.stderr
-    assert graph.stdout.splitlines() == ["@all:", "  |--@macs:", "  |  |--@office:", "  |  |  |--mac-020",
-                                         "  |  |  |--mac-021", "  |  |  |--mac-022", "  |  |--@retired:",
-                                         "  |  |  |--mac-010", "  |  |  |--mac-013"]
+    assert graph.stdout.splitlines() == ["@all:", "  |--@ungrouped:", "  |--@macs:", "  |  |--@office:",
+                                         "  |  |  |--mac-020", "  |  |  |--mac-021", "  |  |  |--mac-022",
+                                         "  |  |--@retired:", "  |  |  |--mac-010", "  |  |  |--mac-013"]
 
 
 def test_rollout_through_the_bastion_with_junit_and_html(admin_setup, lab: Lab):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -69,7 +70,8 @@ def test_rollout_then_rerun_is_a_no_op(fleet, tmp_path):
         assert not (lab.dir / "hosts" / name / "root/Applications/QualysCloudAgent.app").exists()
     proxy = lab.dir / "hosts/mac-012/root/Library/Application Support/QualysCloudAgent/Config/proxy"
     assert oct(proxy.stat().st_mode & 0o777) == "0o660" and proxy.stat().st_uid == 0
-    assert proxy.read_text() == (f"qualys_https_proxy=https://fleetproxy:{env['FLEETCTL_LAB_PROXY_PASSWORD']}@"
+    password = urllib.parse.quote(env["FLEETCTL_LAB_PROXY_PASSWORD"], safe="")  # percent-encoded, as the guide says
+    assert proxy.read_text() == (f"qualys_https_proxy=https://fleetproxy:{password}@"
                                  f"{lab.inventory['all']['vars']['lab_proxy_url'].split('//')[1]}\n")
 
     retry = run(inventory, "--retry-failed", report["run_id"], "--json", str(tmp_path / "retry.json"), env=env)

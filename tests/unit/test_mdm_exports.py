@@ -1,6 +1,7 @@
 """MDM exports: valid profile, scripts that parse, no secret unless asked for."""
 from __future__ import annotations
 
+import json
 import os
 import plistlib
 import subprocess
@@ -38,14 +39,19 @@ def test_pppc_profile_grants_full_disk_access_to_the_agent():
     assert len({profile["PayloadUUID"], tcc["PayloadUUID"]}) == 2
 
 
-def test_av_exclusions_list_the_spec_directories_and_the_daemon():
+def test_av_exclusions_list_everything_the_guide_lists_and_the_log_directory(tmp_path):
     text = export("av-exclusions").stdout
-    for path in ("/etc/qualys", "/Applications/QualysCloudAgent.app",
-                 "/Library/Application Support/QualysCloudAgent/Data",
-                 "/Library/Application Support/QualysCloudAgent/Config",
-                 "/Applications/QualysCloudAgent.app/Contents/MacOS/qualys-cloud-agent"):
-        assert f"\n{path}\n" in text
-    assert '"processes"' in export("av-exclusions", "--format", "json").stdout
+    app, support = "/Applications/QualysCloudAgent.app", "/Library/Application Support/QualysCloudAgent"
+    for path in ("/etc/qualys", app, f"{app}/Contents/Frameworks", f"{app}/Contents/Resources",
+                 f"{app}/Contents/_CodeSignature", f"{app}/Contents/Info.plist", f"{app}/Contents/MacOS/*.sh",
+                 f"{support}/Data", f"{support}/Data/*.db", f"{support}/Data/manifests/*.db", f"{support}/Config",
+                 "/var/log/qualys", f"{app}/Contents/MacOS/qualys-cloud-agent"):
+        assert f"\n{path}\n" in text, path
+    book = tmp_path / "book.yml"
+    book.write_text("name: b\naction: install\nagent:\n  LogFileDir: /Library/Logs/Qualys/\n  HostIdSearchDir: /opt/\n")
+    doc = json.loads(export("av-exclusions", str(book), "--format", "json").stdout)
+    assert "/Library/Logs/Qualys" in doc["directories"] and "/opt/qualys" in doc["directories"]
+    assert "/var/log/qualys" not in doc["directories"] and doc["processes"] and f"{support}/Data/*.db" in doc["files"]
 
 
 @pytest.mark.parametrize("flavour", ["intune", "jamf"])
@@ -60,6 +66,36 @@ def test_scripts_parse_and_hold_no_secret_unless_asked(tmp_path, flavour):
     assert ACTIVATION not in text and CUSTOMER not in text
     assert "/usr/local/qualys/cloud-agent/bin/qualys-cloud-agent.sh" in text and "LogLevel=3" in text
     assert URI in text
+    assert subprocess.run(["zsh", "-n", str(out)]).returncode == 0  # MDMs run it with /bin/zsh too
+    marker = {"intune": "/Library/Logs/Microsoft/IntuneScripts/QualysCloudAgent/QualysCloudAgent.provisioned",
+              "jamf": "/private/var/db/fleetctl/qualys-mdm.provisioned"}[flavour]
+    assert f"MARKER={marker}\n" in text
+
+
+def test_a_trailing_slash_is_accepted_by_export_script_and_run():
+    """`.../CloudAgent/` is the form public Qualys commands use."""
+    from fleetctl import agent
+
+    assert agent.option_problem("ServerUri", URI + "/") is None
+    for bad in (URI + "//", URI + "?x=1", URI + "/x", "http://x.example.com/CloudAgent/"):
+        assert agent.option_problem("ServerUri", bad), bad
+    done = export("intune", str(ROOT / "playbooks/rollout.yml"), "-e", f"server_uri={URI}/")
+    assert done.returncode == 0 and f"SERVER_URI={URI}/\n" in done.stdout
+    assert "https://*/CloudAgent | https://*/CloudAgent/) ;;" in done.stdout  # the script's own check
+
+
+def test_jamf_without_server_uri_requires_parameter_6():
+    done = export("jamf", str(ROOT / "playbooks/rollout.yml"))
+    assert done.returncode == 0, done.stderr
+    assert "DEFAULT_SERVER_URI=''" in done.stdout and "6 = ServerUri (required" in done.stdout
+    assert 'fail "ServerUri is missing: set script parameter 6' in done.stdout
+
+
+def test_intune_script_logs_and_keeps_a_marker_like_microsofts_scripts():
+    text = export("intune", str(ROOT / "playbooks/rollout.yml"), "-e", f"server_uri={URI}").stdout
+    assert "LOG_DIR=/Library/Logs/Microsoft/IntuneScripts/QualysCloudAgent\n" in text
+    assert 'line="$(date) | $*"' in text and "Script frequency: Every 15 minutes" in text
+    assert "shasum -a 256" in text and "pkgutil --pkg-info com.qualys.cloud-agent" in text
 
 
 def test_intune_embeds_secrets_only_when_asked_and_quotes_them(tmp_path):
