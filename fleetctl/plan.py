@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from fleetctl import agent, certs, package, render, sshconfig
+from fleetctl import agent, certs, inventory, package, render
 from fleetctl.errors import UsageError
 from fleetctl.inventory import Host
 from fleetctl.playbook import Playbook
@@ -177,7 +177,7 @@ class Planner:
             host=host, packages=packages, options=[f"{k}={val}" for k, val in options.items()],
             proxy_content=proxy.file_content() if proxy else None, ca_bundle=ca_bundle, routes=routes,
             pod_url=str(server_uri or ""), become_secret=str(become) if become else None, known_hosts=host.known_hosts,
-            endpoint=sshconfig.endpoint(host),
+            endpoint=inventory.endpoint(host),
             digests={k: hashlib.sha256(val.encode()).hexdigest()[:32] for k, val in settings.items()},
             fingerprint=hashlib.sha256(json.dumps(sorted(settings.items())).encode()).hexdigest(),
             group=options.get("Group", "wheel"), run_as=options.get("User"),

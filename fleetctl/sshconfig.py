@@ -6,16 +6,13 @@ Resolved before the first connection, so a broken ssh config is a usage error, n
 from __future__ import annotations
 
 import re
-import shlex
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import paramiko
 
-from fleetctl import inventory
 from fleetctl.errors import UsageError
-from fleetctl.inventory import Host
 
 DEFAULT_TIMEOUT = 10.0
 MAX_JUMPS = 5
@@ -54,7 +51,7 @@ def _timeout(value: str | None, where: str) -> float:
     return float(value)
 
 
-def _resolve(alias: str, user: str | None, port: int | None, key_file: str | None, jump: str | None,
+def resolve(alias: str, user: str | None, port: int | None, key_file: str | None, jump: str | None,
              config_path: Path, where: str, depth: int = 0) -> Endpoint:
     if depth > MAX_JUMPS:
         raise UsageError(f"{where}: ProxyJump chain is longer than {MAX_JUMPS} hops (a loop?); check {config_path}")
@@ -81,37 +78,8 @@ def _jump(spec: str, via: Endpoint | None, keys: tuple[str, ...], config_path: P
     if not match:
         raise UsageError(f"{where}: ProxyJump {spec!r} is not [user@]host[:port]")
     host = match["host"].strip("[]")
-    inner = _resolve(host, match["user"], int(match["port"]) if match["port"] else None, None,
+    inner = resolve(host, match["user"], int(match["port"]) if match["port"] else None, None,
                      "none" if via else None, config_path, where, depth)
     return Endpoint(inner.hostname, inner.port, inner.user, inner.key_files or keys, inner.timeout, via or inner.jump)
 
 
-def _jump_from_ansible(host: Host) -> str | None:
-    """ProxyJump given the Ansible way, in any of the variables whose words Ansible passes to ssh:
-    ansible_ssh_common_args, ansible_ssh_extra_args, ansible_ssh_args ('-J bastion',
-    '-o ProxyJump=bastion'). A ProxyCommand there is refused, never ignored."""
-    for name in ("ansible_ssh_args", "ansible_ssh_common_args", "ansible_ssh_extra_args"):
-        try:
-            words = shlex.split(str(host.vars.get(name) or ""))
-        except ValueError:
-            raise UsageError(f"{host.where}: {name} has unbalanced quotes") from None
-        for i, word in enumerate(words):
-            if word == "-J" and i + 1 < len(words):
-                return words[i + 1]
-            if word.startswith("-J") and len(word) > 2:
-                return word[2:].strip()
-            option = words[i + 1] if word == "-o" and i + 1 < len(words) else word[2:] if word.startswith("-o") else ""
-            key, _, value = option.strip().replace("=", " ", 1).partition(" ")
-            if key.lower() == "proxyjump":
-                return value.strip()
-            if key.lower() == "proxycommand":
-                raise UsageError(f"{host.where}: ProxyCommand in {name} is not supported; use -J bastion")
-    return None
-
-
-def endpoint(host: Host) -> Endpoint:
-    """Where HOST is reached: inventory variables win over ~/.ssh/config, as with Ansible. A host
-    whose variables cannot work (see inventory.problems) is refused here, before any connection."""
-    inventory.check(host)
-    return _resolve(host.address, host.user, host.port, host.key_file, _jump_from_ansible(host),
-                    host.ssh_config, host.where)

@@ -35,13 +35,13 @@ def test_early_exit_reports_the_command_result_not_a_lost_connection(lab: Lab):
 def test_a_mac_behind_the_bastion_is_reached_only_through_it(lab: Lab):
     """mac-020 refuses logins that do not come from the jump host (mac-019): the lab's
     inventory says -J, and one bastion connection carries every Mac behind it."""
-    from fleetctl import inventory, sshconfig
+    from fleetctl import inventory
 
     inv = inventory.load(lab.dir / "inventory.yml")
-    direct = sshconfig.endpoint(inv.hosts["mac-020"])
+    direct = inventory.endpoint(inv.hosts["mac-020"])
     assert direct.jump and direct.jump.hostname == lab.mac("mac-019").address
     try:
-        conns = [ssh.Connection(sshconfig.endpoint(inv.hosts[n]), lab.known_hosts, False)
+        conns = [ssh.Connection(inventory.endpoint(inv.hosts[n]), lab.known_hosts, False)
                  for n in ("mac-020", "mac-021", "mac-022")]
         assert [c.run("uname -m").out for c in conns] == ["arm64\n", "x86_64\n", "arm64\n"]
         assert len(ssh.JUMPS.open) == 1

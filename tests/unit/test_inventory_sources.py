@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from fleetctl import inventory, sshconfig
+from fleetctl import inventory
 from fleetctl.errors import UsageError
-from fleetctl.inventory_patterns import expand, split_limit, split_port
+from fleetctl.inventory.patterns import expand, split_limit, split_port
 
 ROOT = Path(__file__).resolve().parents[2]
 OFFICE = ROOT / "inventories" / "ansible-office" / "hosts.ini"
@@ -71,7 +71,7 @@ def test_the_published_style_office_inventory():
     imac = inv.hosts["design-imac.example.com"]
     assert imac.user == "ladmin" and "agent_pkg_arm64" not in imac.vars and imac.port is None
     assert [h.name for h in inv.select("finance:&intel")] == ["fin-mini.example.com"]
-    jump = sshconfig.endpoint(mini).jump
+    jump = inventory.endpoint(mini).jump
     assert jump and jump.hostname == "bastion.example.com" and jump.port == 22
 
 
@@ -150,10 +150,10 @@ def test_one_bad_host_is_refused_only_when_selected(tmp_path, text, words):
     assert "hunter2" not in inventory.describe(inv, None, False, None)
     assert "|--a" in inventory.describe(inv, None, True, None)
     with pytest.raises(UsageError) as e:
-        [sshconfig.endpoint(h) for h in inv.select("all")]
+        [inventory.endpoint(h) for h in inv.select("all")]
     assert words in str(e.value) and f"{path}:" in str(e.value) and "host 'a'" in str(e.value)
     assert "hunter2" not in str(e.value)
-    assert [sshconfig.endpoint(h).hostname for h in inv.select("all:!a")] == ["b"]
+    assert [inventory.endpoint(h).hostname for h in inv.select("all:!a")] == ["b"]
 
 
 def test_plan_refuses_the_bad_host_and_limit_leaves_it_out(tmp_path):
@@ -205,12 +205,12 @@ def test_quoted_group_vars_give_the_bastion_the_user_and_the_port(tmp_path):
     path = tmp_path / "hosts.ini"
     path.write_text(f"[web]\nweb1\n[web:vars]\nansible_ssh_common_args='-o ProxyJump=bastion.example.com'\n"
                     f"ansible_user=\"admin\"\nansible_port=\"2222\"\nfleetctl_ssh_config={tmp_path}/ssh_config\n")
-    where = sshconfig.endpoint(inventory.load(path).hosts["web1"])
+    where = inventory.endpoint(inventory.load(path).hosts["web1"])
     assert (where.user, where.port, where.jump.hostname) == ("admin", 2222, "bastion.example.com")
     path.write_text(f"[web]\nweb1\n[web:vars]\nansible_ssh_common_args='-o ProxyCommand=\"ssh -W %h:%p b\"'\n"
                     f"fleetctl_ssh_config={tmp_path}/ssh_config\n")
     with pytest.raises(UsageError, match="ProxyCommand in ansible_ssh_common_args is not supported; use -J bastion"):
-        sshconfig.endpoint(inventory.load(path).hosts["web1"])
+        inventory.endpoint(inventory.load(path).hosts["web1"])
 
 
 def test_old_spellings_win_as_in_ansible_and_ipv6_prints_in_brackets(tmp_path):
@@ -219,7 +219,7 @@ def test_old_spellings_win_as_in_ansible_and_ipv6_prints_in_brackets(tmp_path):
     path.write_text(f"[macs]\nm1 ansible_ssh_host=2001:db8::5 ansible_host=192.0.2.9 ansible_ssh_user=old "
                     f"ansible_user=new ansible_ssh_port=2201\n[macs:vars]\nfleetctl_ssh_config={tmp_path}/ssh_config\n")
     m1 = inventory.load(path).hosts["m1"]
-    assert str(sshconfig.endpoint(m1)) == "old@[2001:db8::5]:2201"
+    assert str(inventory.endpoint(m1)) == "old@[2001:db8::5]:2201"
 
 
 def test_a_host_named_like_a_group_warns(tmp_path, capsys):
@@ -249,14 +249,14 @@ Host mac*
   ProxyJump bastion,hop2@198.18.9.10:23
   ConnectTimeout 4
 """
-    where = sshconfig.endpoint(_host(tmp_path, config))
+    where = inventory.endpoint(_host(tmp_path, config))
     assert (where.hostname, where.port, where.user, where.timeout) == ("mac01.corp.example", 2200, "macadmin", 4.0)
     assert where.key_files == (str(Path("~/.ssh/macs").expanduser()),)
     hop2 = where.jump
     assert (hop2.hostname, hop2.port, hop2.user) == ("198.18.9.10", 23, "hop2")
     first = hop2.jump
     assert (first.hostname, first.port, first.user, first.jump) == ("198.18.9.9", 2022, "jump", None)
-    pinned = sshconfig.endpoint(_host(tmp_path, config, ansible_user="admin", ansible_port=22, ansible_host="mac01",
+    pinned = inventory.endpoint(_host(tmp_path, config, ansible_user="admin", ansible_port=22, ansible_host="mac01",
                                       ansible_ssh_private_key_file=str(tmp_path / "ssh_config")))
     assert (pinned.user, pinned.port, pinned.key_files) == ("admin", 22, (str(tmp_path / "ssh_config"),))
 
@@ -269,7 +269,7 @@ Host mac*
     ("ansible_ssh_extra_args", "-o ProxyJump=admin@jumpbox:2222"),  # ssh gets these too: never dial around it
 ])
 def test_proxyjump_the_ansible_way(tmp_path, name, args):
-    jump = sshconfig.endpoint(_host(tmp_path, "", **{name: args})).jump
+    jump = inventory.endpoint(_host(tmp_path, "", **{name: args})).jump
     assert (jump.hostname, jump.port, jump.user) == ("jumpbox", 2222, "admin")
 
 
@@ -280,7 +280,7 @@ def test_proxyjump_the_ansible_way(tmp_path, name, args):
 ])
 def test_bad_ssh_config_is_a_usage_error_naming_the_host(tmp_path, config, words):
     with pytest.raises(UsageError) as e:
-        sshconfig.endpoint(_host(tmp_path, config))
+        inventory.endpoint(_host(tmp_path, config))
     assert words in str(e.value) and "inv.yml:3: host 'mac01'" in str(e.value)
 
 

@@ -1,20 +1,12 @@
-"""Hosts and their variables from an existing Ansible inventory, and --limit.
-
-`inventory_sources` reads the files (YAML, INI, a directory of them, group_vars/, host_vars/)
-into an `inventory_build.Builder`, which merges each host's variables as ansible-core 2.19 does.
-Variables keep the names Ansible shows; the Host properties pick between old and new spellings
-(ansible_ssh_user, ...) as Ansible's ssh connection does. A host whose variables cannot work is
-kept and shown; `check` refuses it when a run selects it.
-"""
+"""The inventory's model: hosts with Ansible's variable names, groups, --limit, and the
+checks that refuse a host whose variables cannot work (only when a run selects it)."""
 from __future__ import annotations
 
 import fnmatch
-import json
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from fleetctl.errors import UsageError
 
@@ -124,7 +116,7 @@ class Inventory:
     def matching(self, limit: str | None) -> list[Host]:
         if not limit:
             return list(self.hosts.values())
-        from fleetctl.inventory_patterns import split_limit
+        from fleetctl.inventory.patterns import split_limit
 
         chosen: set[str] = set()
         parts = split_limit(limit)
@@ -152,70 +144,6 @@ class Inventory:
         if not groups or pattern[0] == "~" or any(c in pattern for c in ".?*["):
             found |= {n for n in self.hosts if regex.match(n)}
         return found
-
-
-def _stderr(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr)
-
-
-def load(path: Path, warn: Callable[[str], None] | None = _stderr) -> Inventory:
-    """Read an inventory; syntax errors name the file, the line and the fix. A host whose own
-    variables cannot work is kept (see `problems`): `check` refuses it when it is selected."""
-    from fleetctl import inventory_sources
-    from fleetctl.inventory_build import Builder
-
-    builder = Builder()
-    inventory_sources.read(path, builder)
-    inv = builder.build(path)
-    for message in inv.warnings if warn else ():
-        warn(message)
-    return inv
-
-
-def describe(inv: Inventory, limit: str | None, as_graph: bool, host: str | None) -> str:
-    """`fleetctl inventory`: the --list JSON, the --graph tree, or one --host's variables."""
-    if limit:
-        keep = {h.name for h in inv.matching(limit)}
-        inv.hosts = {n: h for n, h in inv.hosts.items() if n in keep}
-        inv.direct = {g: [n for n in names if n in keep] for g, names in inv.direct.items()}
-    if as_graph:
-        return "\n".join(graph(inv))
-    if host is not None:
-        if host not in inv.hosts:
-            raise UsageError(f"host {host!r} is not in {inv.path}" + (f" (with --limit {limit})" if limit else ""))
-        return json.dumps(inv.hosts[host].vars, indent=4, sort_keys=True, default=str)
-    return json.dumps(listing(inv), indent=4, sort_keys=True, default=str)
-
-
-def listing(inv: Inventory) -> dict:
-    """`ansible-inventory --list`'s shape: groups with their hosts and children (empty ones
-    left out, but still named as children), `_meta.hostvars` for hosts that have variables."""
-    out: dict[str, Any] = {"_meta": {"hostvars": {n: h.vars for n, h in inv.hosts.items() if h.vars}}}
-    for group in inv.children:
-        entry: dict[str, list[str]] = {}
-        if inv.children[group]:
-            entry["children"] = inv.children[group]
-        if group != "all" and inv.direct.get(group):
-            entry["hosts"] = inv.direct[group]
-        if entry:
-            out[group] = entry
-    return out
-
-
-def graph(inv: Inventory, group: str = "all", depth: int = 0) -> list[str]:
-    """`ansible-inventory --graph`: groups as @name:, hosts beneath."""
-    pad = "  |" * depth
-    lines = [f"{pad}--@{group}:" if depth else f"@{group}:"]
-    for child in inv.children.get(group, []):
-        lines += graph(inv, child, depth + 1)
-    lines += [f"{pad}  |--{name}" for name in inv.direct.get(group, []) if group != "all"]
-    return lines
-
-
-def notes(inv: Inventory) -> list[str]:
-    """What `fleetctl inventory` warns about: hosts that run and plan would refuse, no hosts."""
-    found = [f"{h.where}: {p}; run and plan refuse this host" for h in inv.hosts.values() for p in problems(h)]
-    return found + ([f"{inv.path}: the inventory lists no hosts"] if not inv.hosts else [])
 
 
 def apply_extra_vars(hosts: list[Host], extra: dict[str, Any]) -> None:

@@ -8,10 +8,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from fleetctl import inventory_ini, yamlfile
+from fleetctl import yamlfile
+from fleetctl.inventory import ini as inventory_ini
 from fleetctl.errors import UsageError
-from fleetctl.inventory_build import Builder
-from fleetctl.inventory_patterns import expand, split_port
+from fleetctl.inventory.builder import Builder
+from fleetctl.inventory.patterns import expand, split_port
 
 YAML_SUFFIXES = (".yml", ".yaml", ".json")
 SKIPPED_NAMES = re.compile(r"^\.|^host_vars$|^group_vars$|^vars_plugins$")

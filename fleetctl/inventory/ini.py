@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from fleetctl.errors import UsageError
-from fleetctl.inventory_build import Builder
-from fleetctl.inventory_patterns import expand, split_port
+from fleetctl.inventory.builder import Builder
+from fleetctl.inventory.patterns import expand, split_port
 
 SECTION = re.compile(r"\[([^:\]\s]+)(?::(\w+))?\]\s*(?:#.*)?")
 GROUP_NAME = re.compile(r"([^:\]\s]+)\s*(?:#.*)?")

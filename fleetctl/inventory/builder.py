@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fleetctl.errors import UsageError
-from fleetctl.inventory import BECOME_PASSWORDS, KEYRING_LOOKUP, LOGIN_PASSWORDS, REFUSED, Host, Inventory
+from fleetctl.inventory.model import BECOME_PASSWORDS, KEYRING_LOOKUP, LOGIN_PASSWORDS, REFUSED, Host, Inventory
 
 
 @dataclass
