@@ -1,0 +1,98 @@
+"""`fleetctl status/doctor/logs`: read-only looks at the fleet."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from fleetctl.cli.common import cli, FILE, INVENTORY, LIMIT, out, prompt
+
+
+SINCE = click.option("--since", default="24h", show_default=True,
+                     help="Look at the agent log from this long ago (24h, 30m, 2d) or this Mac-local time.")
+
+
+@cli.command("status")
+@INVENTORY
+@LIMIT
+@SINCE
+@click.option("--forks", "-f", type=click.IntRange(1, 1000), default=100, show_default=True)
+@click.option("--accept-new-hostkeys", is_flag=True, help="Trust keys of Macs seen for the first time.")
+@click.option("--json", "json_path", type=FILE, help="Write the status as JSON; '-' for stdout (the table then "
+              "goes to stderr).")
+def status_cmd(inventory_path: Path, limit: str | None, since: str, forks: int, accept_new_hostkeys: bool,
+               json_path: Path | None) -> None:
+    """Which Macs are healthy right now: version, provisioned, daemon, last check-in, log errors.
+
+    Read-only, one SSH round trip per Mac. Exit status 0 when every Mac with the agent is
+    healthy, 3 otherwise.
+
+    \b
+    Example:
+      fleetctl status -i inventory.yml --since 2h --json status.json
+    """
+    from fleetctl import status
+
+    since_value = status.parse_since(since)
+    hosts = status.select(inventory_path, limit)
+    results = status.sweep(hosts, status.collect_secrets(hosts, prompt()), since_value, forks, accept_new_hostkeys)
+    status.show(out(json_path), results, since)
+    if json_path:
+        status.write_json(json_path, results, since)
+    sys.exit(3 if any(r.health in ("unhealthy", "unreachable") for r in results) else 0)
+
+
+@cli.command("doctor")
+@INVENTORY
+@LIMIT
+@click.option("--forks", "-f", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option("--accept-new-hostkeys", is_flag=True, help="Trust keys of Macs seen for the first time.")
+@click.option("--json", "json_path", type=FILE, help="Write every finding as JSON; '-' for stdout.")
+@click.option("--record", "record_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Keep every raw output, one folder per Mac, names and secrets replaced (docs/doctor-record.md).")
+def doctor_cmd(inventory_path: Path, limit: str | None, forks: int, accept_new_hostkeys: bool,
+               json_path: Path | None, record_dir: Path | None) -> None:
+    """Check, read-only, every assumption fleetctl makes on these Macs before a rollout.
+
+    One SSH connection per Mac, nothing uploaded or written. Each assumption is ok, differs
+    (with the output that did not match and what depends on it) or missing. Exit status 0
+    when all hold on every Mac, 3 otherwise, 2 on bad input.
+
+    \b
+    Examples:
+      fleetctl doctor -i inventory.yml --limit 'mac-00*'
+      fleetctl doctor -i inventory.yml --limit pilot --record doctor-pilot/
+    """
+    from fleetctl import doctor, status
+
+    hosts = status.select(inventory_path, limit)
+    secrets = status.collect_secrets(hosts, prompt())
+    found, results, plans = doctor.sweep(hosts, secrets, forks, accept_new_hostkeys)
+    doctor.show(out(json_path), found, results)
+    if json_path:
+        doctor.write_json(json_path, found, results)
+    if record_dir:
+        doctor.record(record_dir, found, results, plans, secrets)
+    sys.exit(doctor.exit_code(found, results))
+
+
+@cli.command("logs")
+@click.argument("hosts", nargs=-1, required=True)
+@INVENTORY
+@SINCE
+@click.option("--level", default="Trace", show_default=True, help="Show this level and more severe "
+              "(Fatal, Error, Warning, Information, Debug, Trace).")
+@click.option("--accept-new-hostkeys", is_flag=True, help="Trust keys of Macs seen for the first time.")
+def logs_cmd(hosts: tuple[str, ...], inventory_path: Path, since: str, level: str, accept_new_hostkeys: bool) -> None:
+    """Fetch and filter the agent log of HOSTS (names or patterns, like --limit).
+
+    \b
+    Example:
+      fleetctl logs mac-017 -i inventory.yml --since 2h --level Warning
+    """
+    from fleetctl import status
+
+    selected = status.select(inventory_path, ",".join(hosts))
+    sys.exit(status.logs(selected, status.collect_secrets(selected, prompt()), status.parse_since(since), level,
+                         accept_new_hostkeys, out()))

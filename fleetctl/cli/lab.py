@@ -1,0 +1,90 @@
+"""`fleetctl lab ...`: the simulated Mac fleet."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from fleetctl.cli.common import cli, err, out
+
+
+@cli.group()
+def lab() -> None:
+    """A simulated Mac fleet (real SSH servers that behave like Macs) to try fleetctl on.
+
+    Needs root on Linux: every simulated Mac gets its own network and mount namespace.
+    """
+
+
+DIR_OPTION = click.option(
+    "--dir", "lab_dir", type=click.Path(file_okay=False, path_type=Path), default=Path(".fleetlab"),
+    show_default=True, help="Where the lab keeps its keys, inventory, packages and state.",
+)
+
+
+@lab.command("up")
+@click.option("--hosts", "count", type=click.IntRange(1, 2000), required=True, help="How many Macs to start.")
+@click.option("--personas", default="", help='Per-host traits in order, e.g. "x86_64*3,lowdisk,sudo-password+x86_64".')
+@DIR_OPTION
+def lab_up(count: int, personas: str, lab_dir: Path) -> None:
+    """Start simulated Macs (real SSH servers) and write DIR/inventory.yml.
+
+    \b
+    Example:
+      fleetctl lab up --hosts 20 --personas "x86_64*5,installer-fails,proxy-only"
+    """
+    from fleetctl.lab import fleet
+
+    lab_state = fleet.up(lab_dir, count, personas, progress=err)
+    from fleetctl.lab.status import show
+
+    show(lab_state, out())
+    click.echo(f"inventory: {lab_dir / 'inventory.yml'}")
+
+
+@lab.command("down")
+@DIR_OPTION
+def lab_down(lab_dir: Path) -> None:
+    """Stop every process the lab started and remove its namespaces, bridge and mounts.
+
+    \b
+    Example:
+      fleetctl lab down --dir .fleetlab
+    """
+    from fleetctl.lab import fleet
+
+    fleet.down(lab_dir)
+    click.echo(f"lab in {lab_dir} is down")
+
+
+@lab.command("status")
+@DIR_OPTION
+def lab_status(lab_dir: Path) -> None:
+    """Show each simulated Mac: address, personas, whether its SSH server runs.
+
+    \b
+    Example:
+      fleetctl lab status
+    """
+    from fleetctl.lab import fleet
+    from fleetctl.lab.status import show
+
+    show(fleet.load(lab_dir), out())
+
+
+@lab.command("pkg")
+@click.option("--version", "version", required=True, help="Agent version, four parts, e.g. 6.1.0.20.")
+@click.option("--arch", type=click.Choice(["arm64", "x86_64"]), required=True, help="Host architecture it installs on.")
+@click.option("--size-mb", type=int, default=40, show_default=True, help="Package size (incompressible).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Package file to write.")
+def lab_pkg(version: str, arch: str, size_mb: int, out: Path) -> None:
+    """Build a fake agent package in Apple's flat-package format.
+
+    \b
+    Example:
+      fleetctl lab pkg --version 6.1.0.20 --arch arm64 --out QualysCloudAgent.pkg
+    """
+    from fleetctl.lab import pkgbuild
+
+    pkgbuild.build(out, version, arch, size_mb)
+    click.echo(str(out))
