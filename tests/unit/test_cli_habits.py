@@ -53,6 +53,9 @@ def test_the_package_ships_every_data_file():
     shipped = {f for package, patterns in config.items() for pattern in patterns
                for f in (ROOT / package.replace(".", "/")).glob(pattern)}  # setuptools globs the same way
     data = [p for p in (ROOT / "fleetctl").rglob("*") if p.is_file() and p.suffix not in (".py", ".pyc")]
+    # templates/ sits at the repository's root; fleetctl/templates links to it so the wheel carries it
+    assert (ROOT / "fleetctl" / "templates").resolve() == ROOT / "templates"
+    data += [ROOT / "fleetctl" / "templates" / p.name for p in (ROOT / "templates").iterdir()]
     assert any(p.suffix == ".j2" for p in data)
     missing = [str(p.relative_to(ROOT)) for p in data if p not in shipped]
     assert not missing, f"not in package-data: {missing}"
