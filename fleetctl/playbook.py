@@ -9,7 +9,7 @@ from typing import Any
 from fleetctl import agent, waves as wavespec, yamlfile
 from fleetctl.errors import UsageError
 
-ACTIONS = ("install", "upgrade", "uninstall", "configure", "scan")
+ACTIONS = ("install", "upgrade", "uninstall", "configure", "scan", "status")
 KEYS = {"name", "action", "agent", "vars", "verify_timeout", "subscription", "scan", "waves", "max_fail",
         "failure_budget", "health_gate", "checkin_pattern", "scan_done_pattern", "remove_hostid"}
 SCAN_TYPES = ("vm", "pc", "inv", "udc", "sca", "vmpc")

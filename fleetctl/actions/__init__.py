@@ -1,4 +1,8 @@
 """One module per action: the scripts it runs (what `fleetctl plan` shows) and its decisions."""
-from fleetctl.actions import configure, install, scan, uninstall, upgrade
+from datetime import timedelta
 
-ACTIONS = {"install": install, "upgrade": upgrade, "uninstall": uninstall, "configure": configure, "scan": scan}
+from fleetctl.actions import configure, install, scan, status, uninstall, upgrade
+
+# `action: status` in a playbook: the health of each Mac, from its agent's last day of records.
+ACTIONS = {"install": install, "upgrade": upgrade, "uninstall": uninstall, "configure": configure, "scan": scan,
+           "status": status.Check(timedelta(hours=24))}

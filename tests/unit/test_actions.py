@@ -167,3 +167,17 @@ def test_remembered_paths_are_used_by_later_actions(tmp_path, pkgs):
         0, f"On-Demand-Request ControlId: {cid}\nlog_line=" + '{"timestamp":"2026-11-26 10:00:01.000000+0000",'
         f'"messageType":"Info","eventMessage":"OnDemandRequest Params: ControlID={cid}, Action=OnDemand"}}\n', ""))])
     assert "log_dest=syslog" in conn.scripts[1][0]
+
+
+def test_status_is_one_round_trip_and_judges_by_the_guides_signals(tmp_path, pkgs):
+    error = m.LOG.format(s=1, level="Error", message="Data collection failed for module INV")
+    fine = m.LOG.format(s=1, level="Information", message="error reports: 0 failed")
+    healthy, _ = m.run(tmp_path, pkgs, "action: status\n", [("probe", m.facts(
+        now=m.NOW, arch="arm64", agent_version="6.1.0.20", privilege="nopasswd", daemon_pid="412", hostid="1",
+        uid="0", hostid_file="/etc/qualys/hostid", log_source="file", proxy="none", log_line=[fine]))])
+    assert (healthy.status, healthy.reason) == ("ok", None)
+    sick, _ = m.run(tmp_path, pkgs, "action: status\n", [("probe", m.facts(
+        now=m.NOW, arch="arm64", agent_version="6.1.0.20", privilege="nopasswd", daemon_pid="", hostid="0",
+        uid="0", hostid_file="/opt/id/qualys/hostid", log_source="file", log_line=[error]))])
+    assert sick.status == "failed" and "no hostid at /opt/id/qualys/hostid" in sick.reason
+    assert "daemon not running" in sick.reason and "[Error] Data collection failed" in sick.reason

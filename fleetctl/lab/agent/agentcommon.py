@@ -53,7 +53,8 @@ CA_BUNDLE = CONTENTS + "/Config/cert/ca-bundle.crt"
 LAB = "/private/var/fleetlab"
 
 
-def _traits() -> list:
+def host_traits() -> list:
+    """The personas of this simulated Mac (the lab writes them in host.json)."""
     try:
         with open(LAB + "/host.json") as f:
             return json.load(f)["traits"]
@@ -61,7 +62,7 @@ def _traits() -> list:
         return []
 
 
-ODD_LOG = "odd-log" in _traits()
+ODD_LOG = "odd-log" in host_traits()
 UNIFIED_LOG = LAB + "/unified-log/store.jsonl"  # what `log show` (mac/logshow.py) reads; root only
 LEVELS = ["Fatal", "Error", "Warning", "Information", "Debug", "Trace"]
 SYSLOG_PRIORITY = {"Fatal": 2, "Error": 3, "Warning": 4, "Information": 6, "Debug": 7, "Trace": 7}

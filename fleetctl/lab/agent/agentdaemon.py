@@ -22,7 +22,7 @@ import ssl
 import sys
 import urllib.parse
 
-from agentcommon import (CA_BUNDLE, CONTENTS, DATA, LAB, ONDEMAND, PID_FILE, SCAN_TYPES, log, read_config,
+from agentcommon import (host_traits, CA_BUNDLE, CONTENTS, DATA, LAB, ONDEMAND, PID_FILE, SCAN_TYPES, log, read_config,
                          write_atomic)
 from proxyfile import ProxyConfigError, bypass, load_proxy_file
 
@@ -46,14 +46,6 @@ LOG_ERRORS_LINE = "Data collection failed for module INV: command timed out"
 def version() -> str:
     with open(CONTENTS + "/Info.plist", "rb") as f:
         return plistlib.load(f)["CFBundleShortVersionString"]
-
-
-def host_traits() -> list:
-    try:
-        with open(LAB + "/host.json") as f:
-            return json.load(f)["traits"]
-    except (OSError, ValueError, KeyError):
-        return []
 
 
 def hostid_path(config: dict) -> str:
