@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import yaml
@@ -48,11 +49,18 @@ def link_bytes(lab: Path) -> int:
     return total
 
 
-def ok_hosts(lab: Path) -> int:
-    """Macs where the agent is installed and provisioned, seen from the controller."""
-    return sum(1 for h in (lab / "hosts").iterdir()
-               if (h / "root/private/var/db/receipts/com.qualys.cloud-agent.plist").exists()
-               and (h / "root/etc/qualys/hostid").exists())
+def ok_hosts(lab: Path, settle_s: float = 30) -> int:
+    """Macs where the agent is installed and provisioned, seen from the controller. The hostid
+    appears when the agent first reaches the platform, a moment after a tool may have finished:
+    wait for it (bounded), outside the timed run."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        hosts = list((lab / "hosts").iterdir())
+        ok = sum(1 for h in hosts if (h / "root/private/var/db/receipts/com.qualys.cloud-agent.plist").exists()
+                 and (h / "root/etc/qualys/hostid").exists())
+        if ok == len(hosts) or time.monotonic() > deadline:
+            return ok
+        time.sleep(0.5)
 
 
 def command(tool: str, work: Path, lab: Path, inventory: dict, pkgs: dict, forks: int, peers_bin: Path) -> list[str]:

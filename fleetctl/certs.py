@@ -6,13 +6,13 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
-from cryptography import x509  # paramiko's own dependency
-
 from fleetctl.errors import UsageError
 
 
 def bundle(paths: list[str], where: str) -> str:
     """The combined PEM text of PATHS; a missing, non-PEM or expired certificate is refused."""
+    from cryptography import x509  # paramiko's own dependency; imported only when a playbook names CA files
+
     now = datetime.now(timezone.utc)
     parts = []
     for raw in paths:
