@@ -21,7 +21,6 @@ PLIST = "/Library/LaunchDaemons/com.qualys.cloud-agent.plist"
 CONFIG_DIR = "/Library/Application Support/QualysCloudAgent/Config"
 PROXY_FILE = f"{CONFIG_DIR}/proxy"
 CA_BUNDLE = f"{APP}/Contents/Config/cert/ca-bundle.crt"
-LOG_FILE = "/var/log/qualys/qualys-cloud-agent.log"
 LABEL = "com.qualys.cloud-agent"
 PACKAGE_ID = "com.qualys.cloud-agent"
 MIN_MEMORY = 512 << 20

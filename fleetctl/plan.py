@@ -65,10 +65,6 @@ class HostPlan:
         return "".join(f"{k}={v}\n" for k, v in sorted(entries.items()))
 
     @property
-    def option_values(self) -> dict[str, str]:
-        return dict(o.split("=", 1) for o in self.options)
-
-    @property
     def staged_dir(self) -> str:
         return f"/private/var/tmp/fleetctl-{self.host.user or 'user'}"
 

@@ -15,11 +15,11 @@ import threading
 import urllib.parse
 from pathlib import Path
 
-from fleetctl import render, xar
+
+from fleetctl import cpio, render, xar
 from fleetctl.engine import HostFailed, Session
 from fleetctl.errors import FleetError, UsageError
 from fleetctl.inventory import Host
-from fleetctl.lab import cpio  # the odc cpio format of package payloads (shared with the lab's installer)
 from fleetctl.plan import HostPlan, Planner
 from fleetctl.playbook import Playbook
 from fleetctl.results import Events

@@ -73,7 +73,7 @@ def write_macbin(lab_dir: Path) -> Path:
     lib = macbin / ".lib"
     for package, name in [("fleetctl.lab.mac", "macshim.py"), ("fleetctl.lab.mac", "shimcommon.py"),
                           ("fleetctl.lab.mac", "launchd.py"), ("fleetctl.lab.mac", "logshow.py"),
-                          ("fleetctl", "xar.py"), ("fleetctl.lab", "cpio.py")]:
+                          ("fleetctl", "xar.py"), ("fleetctl", "cpio.py")]:
         (lib / name).write_bytes(resources.files(package).joinpath(name).read_bytes())
     # A tiny launcher imports the precompiled shim modules: compiling them on every
     # call would cost each simulated `sw_vers` more than the command itself.

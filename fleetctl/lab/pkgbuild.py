@@ -18,7 +18,7 @@ from pathlib import Path
 
 from fleetctl import xar
 from fleetctl.errors import UsageError
-from fleetctl.lab import cpio
+from fleetctl import cpio
 from fleetctl.package import AGENT_PACKAGE_ID
 
 ARCHES = ("arm64", "x86_64")

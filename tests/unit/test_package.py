@@ -5,7 +5,8 @@ import pytest
 
 from fleetctl import package, xar
 from fleetctl.errors import UsageError
-from fleetctl.lab import cpio, pkgbuild
+from fleetctl import cpio
+from fleetctl.lab import pkgbuild
 
 
 def test_xar_round_trip_with_nested_paths():

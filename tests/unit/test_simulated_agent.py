@@ -15,7 +15,8 @@ from urllib.parse import quote
 import pytest
 
 from fleetctl import xar
-from fleetctl.lab import cpio, hosts, pkgbuild, pod
+from fleetctl import cpio
+from fleetctl.lab import hosts, pkgbuild, pod
 
 
 def _as_on_a_mac(package: str, *names: str) -> list:

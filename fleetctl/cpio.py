@@ -1,6 +1,7 @@
 """The portable-ASCII ("odc") cpio format that macOS package payloads use.
 
-Stdlib only: copied onto simulated Macs so their `installer` can unpack payloads.
+Stdlib only: proxy-encrypt reads string-util out of a payload with it, and the lab copies it
+onto simulated Macs so their `installer` can unpack payloads.
 """
 from __future__ import annotations
 
