@@ -159,6 +159,10 @@ def _agent(s: Sections) -> list[Finding]:
         last_exit = re.search(r'^\s*("LastExitStatus" = -?\d+;)$', out, re.M)
         found.append(Finding("launchd job and PID", "ok" if pid else "differs", "verify and status: the daemon runs",
                              "" if pid else (last_exit[1] if last_exit else out.strip()[:160])))
+    listed = s.get("tool_paths", (1, ""))[1]
+    tools = [path for path in agent.TOOL_PATHS if re.search(rf"^-\S*x\S* .* {re.escape(path)}$", listed, re.M)]
+    found.append(Finding("configuration tool", "ok" if tools else "missing", "install and configure: provisioning",
+                         "" if tools else "neither " + " nor ".join(agent.TOOL_PATHS)))
     rc, out = s.get("hostid", (1, ""))
     size = out.split()[4] if rc == 0 and len(out.split()) > 4 else "0"
     found.append(Finding("hostid file", "ok" if size.isdigit() and int(size) > 0 else "missing",

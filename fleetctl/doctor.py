@@ -109,7 +109,7 @@ def record(directory: Path, doctor: Doctor, results: list[HostResult], plans: li
     for plan in plans:
         hide.learn("mac", plan.host.name)
         hide.learn("addr", plan.endpoint.hostname)
-        hide.learn("user", plan.host.user)
+        hide.learn("user", plan.host.user if plan.host.user != "root" else None)  # root names nobody
         hide.learn("pod", re.sub(r"^https://([^/:]+).*$", r"\1", plan.pod_url) if plan.pod_url else None)
     by_name = {p.host.name: p for p in plans}
     for result in results:

@@ -23,6 +23,8 @@ HEALTHY = {
     "command_curl": (0, "/usr/bin/curl\n"), "command_dscl": (0, "/usr/bin/dscl\n"),
     "openssl_dgst": (0, f"{DIGEST} *stdin\n"), "curl_version": (0, "curl 8.7.1 (x86_64-apple-darwin24.0)\n"),
     "dscl": (0, "PrimaryGroupID: 0\n"), "clock": (0, "1764151200\n"),
+    "tool_paths": (0, "-rwxr-xr-x 1 root wheel 185 Nov 26 11:37 "
+                      "/Applications/QualysCloudAgent.app/Contents/MacOS/qualys-cloud-agent.sh\n"),
     "reach": (0, "pod_reached=direct\n"),
     "pkgutil": (0, "package-id: com.qualys.cloud-agent\nversion: 6.1.0.20\nvolume: /\nlocation: /\n"
                    "install-time: 1764150000\n"),
@@ -50,6 +52,9 @@ def test_a_healthy_mac_holds_every_assumption():
     ({"sw_vers": (0, HEALTHY["sw_vers"][1] + "ProductVersionExtra:\t(a)\n")}, "sw_vers", "differs",
      "ProductVersionExtra:\t(a)"),
     ({"command_openssl": (1, "")}, "openssl", "missing", "command -v openssl: not found"),
+    ({"tool_paths": (1, "ls: cannot access ...: No such file or directory\n")}, "configuration tool", "missing",
+     "neither /usr/local/qualys/cloud-agent/bin/qualys-cloud-agent.sh nor "
+     "/Applications/QualysCloudAgent.app/Contents/MacOS/qualys-cloud-agent.sh"),
     ({"clock": (0, str(1764151200 + 600) + "\n")}, "clock", "differs", "the Mac's clock is 600 s ahead of the controller's"),
     ({"log": (0, "Nov 26 10:00:00 mac qualys-cloud-agent[412]: Information: started\n")}, "agent log format",
      "differs", "Nov 26 10:00:00 mac qualys-cloud-agent[412]: Information: started"),
@@ -97,7 +102,11 @@ def _replay(tmp_path, folder: Path) -> dict[str, str]:
 @pytest.mark.parametrize("folder", sorted(p for p in FIXTURES.iterdir() if p.is_dir()) if FIXTURES.exists() else [],
                          ids=lambda p: p.name)
 def test_recorded_macs_replay_to_the_same_verdict(tmp_path, folder):
-    assert _replay(tmp_path, folder) == json.loads((folder / "meta.json").read_text())["verdicts"]
+    """Every assumption the recording judged, judged the same; one added since must hold on it."""
+    recorded = json.loads((folder / "meta.json").read_text())["verdicts"]
+    replayed = _replay(tmp_path, folder)
+    assert {name: replayed.get(name) for name in recorded} == recorded
+    assert {v for name, v in replayed.items() if name not in recorded} <= {"ok"}
 
 
 def test_there_are_recorded_macs():
