@@ -31,7 +31,8 @@ SERIAL = re.compile(r"(Serial Number[^:]*:\s*)\S+")
 
 
 def sweep(hosts: list[Host], secrets: Secrets, forks: int, accept_new: bool) -> tuple[Doctor, list[HostResult], list[HostPlan]]:
-    plans = [Planner(BOOK, secrets).host(h) for h in hosts]  # proxy passwords: the platform is tried through them
+    planner = Planner(BOOK, secrets)  # proxy passwords: the platform is tried through them
+    plans = [planner.host(h) for h in hosts]
     doctor = Doctor()
     results = engine.run_all(doctor, plans, BOOK, secrets, forks, accept_new, Events(), threading.Event(),
                              threading.Event())

@@ -36,6 +36,13 @@ class Action(Protocol):
 
 
 
+def probe_values(action: Action) -> dict:
+    """What the probe (and the state step) are rendered with; an action may add its own."""
+    return {"package_id": agent.PACKAGE_ID, "label": agent.LABEL, "defaults": agent.Paths(),
+            "applied_file": APPLIED_FILE, "proxy_file": agent.PROXY_FILE, "log_lines": 0, "window": [],
+            **getattr(action, "probe_values", {})}
+
+
 class Session:
     """One Mac over one SSH connection, from connect to its result."""
 
@@ -107,9 +114,7 @@ class Session:
         p, r = self.plan, self.result
         self.events.step(p.host.name, "connect")
         self.conn = self._connect()
-        values = {"package_id": agent.PACKAGE_ID, "label": agent.LABEL, "defaults": agent.Paths(),
-                  "applied_file": APPLIED_FILE, "proxy_file": agent.PROXY_FILE, "log_lines": 0, "window": [],
-                  **getattr(action, "probe_values", {})}
+        values = probe_values(action)
         self.probe_output = self.step("probe", render.render("probe", **values)).out
         probe = facts.parse(self.probe_output)
         r.arch, r.macos = facts.first(probe, "arch") or None, facts.first(probe, "macos") or None

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fleetctl import agentlog, engine, inventory, outfile, report
-from fleetctl.actions.status import Check, HostStatus
+from fleetctl.actions.status import TIME_FORMAT, Check, HostStatus
 from fleetctl.errors import UsageError
 from fleetctl.inventory import Host
 from fleetctl.plan import HostPlan, Planner
@@ -26,7 +26,6 @@ from fleetctl.secrets import Secrets
 
 BOOK = Playbook(Path("status"), "status", "status", {})  # status needs no playbook: a stand-in
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
 def parse_since(text: str) -> timedelta | str:
@@ -45,7 +44,8 @@ def parse_since(text: str) -> timedelta | str:
 def sweep(hosts: list[Host], secrets: Secrets, since: timedelta | str, forks: int, accept_new: bool,
           lines: int = 500) -> list[HostStatus]:
     """The status action on HOSTS; a bad ssh config or inventory stops us before any connection."""
-    plans = [Planner(BOOK, None).host(h) for h in hosts]  # no secret but the sudo passwords is read
+    planner = Planner(BOOK, None)  # no secret but the sudo passwords is read
+    plans = [planner.host(h) for h in hosts]
     return check(plans, secrets, since, forks, accept_new, lines)
 
 

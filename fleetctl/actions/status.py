@@ -7,9 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from fleetctl import agent, agentlog, facts, render
-from fleetctl.engine import Session
-from fleetctl.plan import APPLIED_FILE, HostPlan
+from fleetctl import agentlog, facts, render
+from fleetctl.engine import Session, probe_values
+from fleetctl.plan import HostPlan
 from fleetctl.playbook import Playbook
 
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -58,9 +58,8 @@ class Check:
         self.found: dict[str, HostStatus] = {}
 
     def scripts(self, plan: HostPlan, book: Playbook) -> list[tuple[str, str]]:
-        values = {"package_id": agent.PACKAGE_ID, "label": agent.LABEL, "defaults": agent.Paths(),
-                  "applied_file": APPLIED_FILE, "proxy_file": agent.PROXY_FILE, **self.probe_values}
-        return [("status (read-only; the probe carries the agent's records)", render.render("probe", **values))]
+        return [("status (read-only; the probe carries the agent's records)",
+                 render.render("probe", **probe_values(self)))]
 
     def run(self, s: Session) -> None:
         f, r = s.state, s.result
