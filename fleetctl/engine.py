@@ -12,6 +12,7 @@ from typing import Callable, Protocol
 
 from fleetctl import agent, facts, render, ssh
 from fleetctl.plan import APPLIED_FILE, HostPlan, Package
+from fleetctl.relay import Relays
 from fleetctl.playbook import Playbook
 from fleetctl.results import Events, HostResult, Step
 from fleetctl.secrets import Masker, Secrets
@@ -47,9 +48,12 @@ class Session:
     """One Mac over one SSH connection, from connect to its result."""
 
     def __init__(self, plan: HostPlan, book: Playbook, secrets: Secrets, masker: Masker, accept_new: bool,
-                 events: Events, abort: threading.Event):
+                 events: Events, abort: threading.Event, relays: Relays | None = None):
         self.plan, self.book, self.secrets, self.mask, self.accept_new = plan, book, secrets, masker, accept_new
         self.events, self.abort = events, abort
+        self.relays = relays  # this run's sites, when packages may come from a neighbour (relay.py)
+        self.site = relays.site(plan) if relays else None
+        self.keep_open = False  # a relay's connection outlives its run: its key is removed at the end
         self.result = HostResult(plan.host.name)
         self.conn: ssh.Connection | None = None
         self.mode, self.password = ssh.SHELL, None
@@ -88,6 +92,8 @@ class Session:
 
     def run(self, action: Action) -> HostResult:
         started = time.monotonic()
+        if self.site:
+            self.site.started(self.plan.host.name)
         try:
             self._open(action)
             action.run(self)
@@ -101,7 +107,9 @@ class Session:
         except Exception as e:  # a bug must not hide the other hosts' results
             self.result.status, self.result.reason = "failed", self.mask(f"internal error: {type(e).__name__}: {e}")
         finally:
-            if self.conn:  # drop it too: a finished Mac must not keep its SSH buffers alive
+            if self.site:
+                self.site.left(self.plan.host.name)
+            if self.conn and not self.keep_open:  # drop it: a finished Mac must not keep its SSH buffers alive
                 self.conn.close()
                 self.conn = None
         self.result.duration_s = round(time.monotonic() - started, 3)
@@ -175,18 +183,21 @@ class Session:
 
 def run_all(action: Action, plans: list[HostPlan], book: Playbook, secrets: Secrets, forks: int,
             accept_new: bool, events: Events, stop: threading.Event, abort: threading.Event,
-            on_interrupt: Callable[[int], None] = lambda n: None) -> list[HostResult | None]:
+            on_interrupt: Callable[[int], None] = lambda n: None,
+            relays: Relays | None = None) -> list[HostResult | None]:
     """Run ACTION on PLANS with at most FORKS at once. Once STOP is set no new host starts (its
     result is None); ABORT makes running hosts stop after their current step. Ctrl-C sets them
-    in turn."""
+    in turn. With RELAYS, each site's first Mac starts first (it will likely be the relay)."""
     masker = secrets.masker()
-    sessions = [Session(p, book, secrets, masker, accept_new, events, abort) for p in plans]
+    sessions = [Session(p, book, secrets, masker, accept_new, events, abort, relays) for p in plans]
 
     def go(session: Session) -> HostResult | None:
         return None if stop.is_set() else session.run(action)
 
+    order = relays.order(plans) if relays else range(len(plans))
     with ThreadPoolExecutor(max_workers=max(1, forks), thread_name_prefix="host") as pool:
-        futures = [pool.submit(go, s) for s in sessions]
+        submitted = {i: pool.submit(go, sessions[i]) for i in order}
+        futures = [submitted[i] for i in range(len(plans))]
         interrupts = 0
         while True:
             try:

@@ -23,6 +23,8 @@ CREATE TABLE IF NOT EXISTS hosts (
   PRIMARY KEY (run_id, name));
 CREATE TABLE IF NOT EXISTS events (
   run_id TEXT, name TEXT, step TEXT, state TEXT, at REAL);
+CREATE TABLE IF NOT EXISTS relays (
+  run_id TEXT, name TEXT, PRIMARY KEY (run_id, name));
 """
 DONE = ("ok", "changed", "skipped")
 ACTIVE = ("running",)
@@ -120,6 +122,16 @@ class Journal:
     def reset_unfinished(self, run_id: str) -> None:
         """Hosts caught mid-way by a crash or Ctrl-C go back to pending; their Macs are re-checked."""
         self._write("UPDATE hosts SET status = 'pending' WHERE run_id = ? AND status = 'running'", (run_id,))
+
+    def relay_opened(self, run_id: str, name: str) -> None:
+        """Written before a relay's one-time key is: a killed run's keys are found again by resume."""
+        self._write("INSERT OR IGNORE INTO relays VALUES (?,?)", (run_id, name))
+
+    def relay_closed(self, run_id: str, name: str) -> None:
+        self._write("DELETE FROM relays WHERE run_id = ? AND name = ?", (run_id, name))
+
+    def open_relays(self, run_id: str) -> list[str]:
+        return [n for (n,) in self.db.execute("SELECT name FROM relays WHERE run_id = ? ORDER BY name", (run_id,))]
 
     def run(self, run_id: str) -> Run:
         row = self.db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()

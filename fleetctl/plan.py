@@ -5,8 +5,10 @@ Everything a host's scripts need is decided here; engine.py only executes it.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import os
+import re
 import urllib.parse
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,6 +24,7 @@ from fleetctl.sshconfig import Endpoint
 ARCHES = ("arm64", "x86_64")
 WORK_DIR = "/private/var/db/fleetctl"
 APPLIED_FILE = f"{WORK_DIR}/qualys-agent.applied"
+SITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,9 @@ class HostPlan:
     group: str
     run_as: str | None  # agent User, checked in preflight
     sudo_command: str | None  # with UseSudo=1: the program the agent runs collection commands through
+    site: str | None = None  # fleetctl_site: Macs of a site share one upload over its uplink (relay.py)
+    relay: str | None = None  # fleetctl_relay: the Mac of the site preferred as its relay
+    lan_address: str | None = None  # fleetctl_lan_address: where the site's Macs reach this one
 
     def marker(self, digests: dict[str, str], fingerprint: str, paths: agent.Paths) -> str:
         """What the Mac remembers fleetctl applied: digests (never values) and the agent's paths."""
@@ -169,6 +175,7 @@ class Planner:
         if action == "install" or ca_bundle:
             settings["ca_bundle"] = ca_bundle or ""
         become = v.get("fleetctl_become_secret")
+        site, relay, lan_address = self._site(host, v)
         return HostPlan(
             host=host, packages=packages, options=[f"{k}={val}" for k, val in options.items()],
             proxy_content=proxy.file_content() if proxy else None, ca_bundle=ca_bundle, routes=routes,
@@ -178,7 +185,23 @@ class Planner:
             fingerprint=hashlib.sha256(json.dumps(sorted(settings.items())).encode()).hexdigest(),
             group=options.get("Group", "wheel"), run_as=options.get("User"),
             sudo_command=options.get("SudoCommand", "sudo") if options.get("UseSudo") == "1" else None,
+            site=site, relay=relay, lan_address=lan_address,
         )
+
+    def _site(self, host: Host, v: dict) -> tuple[str | None, str | None, str | None]:
+        """fleetctl_site, fleetctl_relay and fleetctl_lan_address, checked before any Mac is touched."""
+        site, relay, address = v.get("fleetctl_site"), v.get("fleetctl_relay"), v.get("fleetctl_lan_address")
+        if site is not None and not SITE_NAME.match(str(site)):
+            raise self._fail(host, f"fleetctl_site {site!r}: use letters, digits, '.', '_' or '-', e.g. berlin")
+        if relay is not None and not SITE_NAME.match(str(relay)):
+            raise self._fail(host, f"fleetctl_relay {relay!r}: name the relay Mac as the inventory does, e.g. mac-012")
+        if address is not None:
+            try:
+                address = str(ipaddress.ip_address(str(address)))
+            except ValueError:
+                raise self._fail(host, f"fleetctl_lan_address {address!r}: give the Mac's IP address on its "
+                                       "site's network, e.g. 10.1.2.3") from None
+        return (str(site) if site is not None else None, str(relay) if relay is not None else None, address)
 
     def _ca_bundle(self, host: Host, value: Any) -> str | None:
         """proxy_ca_bundle: one PEM file or a list of them, combined into the agent's one bundle."""

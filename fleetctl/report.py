@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fleetctl.results import Events, HostResult
+from fleetctl.results import Events, HostResult, uplink_bytes
 
 STYLE = {"ok": "green", "changed": "cyan", "failed": "red", "unreachable": "magenta"}
 GROUP_ABOVE = 25  # more hosts than this: identical outcomes share a row
@@ -85,18 +85,27 @@ def summary(console: Console, results: list[HostResult]) -> None:
     counts = Counter(r.status for r in results)
     sent = sum(r.uploaded_bytes for r in results)
     console.print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + f"; uploaded {sent / 1e6:.1f} MB")
+    for site, sent in sorted(uplink_bytes(results).items()):
+        sources = Counter(r.package_from.split()[0] for r in results if r.site == site and r.package_from)
+        console.print(f"site {site}: {sent / 1e6:.1f} MB over its uplink; packages from "
+                      + (", ".join(f"{k} {n}" for k, n in sorted(sources.items())) or "nowhere (none needed)"),
+                      markup=False, highlight=False)
 
 
 def _table(results: list[HostResult]) -> Table:
     if len(results) <= GROUP_ABOVE:
         table = Table(title="rollout")
-        for col in ("host", "arch", "macOS", "version", "result", "time", "reason"):
+        sites = any(r.site for r in results)  # where each package came from matters at branch offices
+        for col in ("host", "arch", "macOS", "version", "result", "time", *(("package from",) if sites else ()),
+                    "reason"):
             table.add_column(col, overflow="fold")
         for r in results:
             before = r.version_before or "-"
             version = before if r.version_after in (None, r.version_before) else f"{before} → {r.version_after}"
+            source = ((r.package_from or "-") + (f" ({r.site})" if r.site else ""),) if sites else ()
             table.add_row(r.name, r.arch or "-", r.macos or "-", version,
-                          f"[{STYLE.get(r.status, 'white')}]{r.status}[/]", f"{r.duration_s:.1f}s", r.reason or "")
+                          f"[{STYLE.get(r.status, 'white')}]{r.status}[/]", f"{r.duration_s:.1f}s", *source,
+                          r.reason or "")
     else:
         groups: dict[tuple[str, str], list[str]] = defaultdict(list)
         for r in results:

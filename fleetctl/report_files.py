@@ -13,7 +13,7 @@ from pathlib import Path
 import jinja2
 
 from fleetctl import __version__, outfile
-from fleetctl.results import HostResult
+from fleetctl.results import HostResult, uplink_bytes
 from fleetctl.journal import Run
 
 SCHEMA = "fleetctl.report/1"  # bump when a field changes meaning or goes away; adding fields keeps it
@@ -58,6 +58,7 @@ def document(run: Run, results: list[HostResult]) -> dict:
             "by_status": dict(Counter(r.status for r in results)),
             "by_version": dict(Counter(r.version_after or "none" for r in results)),
             "uploaded_bytes": sum(r.uploaded_bytes for r in results),
+            "uplink_bytes_by_site": uplink_bytes(results),
         },
         "hosts": [asdict(r) for r in results],
     }

@@ -41,7 +41,9 @@ class HostResult:
     macos: str | None = None
     version_before: str | None = None
     version_after: str | None = None
-    uploaded_bytes: int = 0
+    uploaded_bytes: int = 0  # from the controller: at a site, what crossed its uplink for this Mac
+    site: str | None = None  # fleetctl_site
+    package_from: str | None = None  # "controller", "relay <host>" or "staged" (already on the Mac)
     duration_s: float = 0.0
     steps: list[Step] = field(default_factory=list)
     log: list[str] = field(default_factory=list)  # the agent's log since the run began (tail), for reports
@@ -54,6 +56,15 @@ class Events:
     step: Callable[[str, str], None] = lambda host, step: None
     sent: Callable[[int], None] = lambda n: None
     done: Callable[[HostResult], None] = lambda result: None
+
+
+def uplink_bytes(results: list[HostResult]) -> dict[str, int]:
+    """Bytes the controller sent into each site (fleetctl_site): what crossed its uplink."""
+    sites: dict[str, int] = {}
+    for r in results:
+        if r.site:
+            sites[r.site] = sites.get(r.site, 0) + r.uploaded_bytes
+    return sites
 
 
 def exit_code(results: list[HostResult]) -> ExitCode:

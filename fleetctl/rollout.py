@@ -14,13 +14,13 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from fleetctl import engine, inventory, outfile, playbook, report, report_files, status
+from fleetctl import engine, inventory, outfile, playbook, relay, report, report_files, status
 from fleetctl.actions import ACTIONS
 from fleetctl.errors import UsageError
 from fleetctl.journal import DONE, Journal
 from fleetctl.plan import HostPlan, Planner
 from fleetctl.report_files import Outputs
-from fleetctl.results import ExitCode, HostResult, Step, exit_code
+from fleetctl.results import Events, ExitCode, HostResult, Step, exit_code
 from fleetctl.secrets import Secrets
 from fleetctl.waves import assign
 
@@ -86,9 +86,10 @@ class Runner:
     """One run (new or resumed): waves in order, thresholds, soak, health gate, journal."""
 
     def __init__(self, journal: Journal, run_id: str, book: playbook.Playbook, plans: list[HostPlan],
-                 secrets: Secrets, forks: int, accept_new: bool, console: Console):
+                 secrets: Secrets, forks: int, accept_new: bool, console: Console, use_relays: bool = True):
         self.journal, self.run_id, self.book, self.plans = journal, run_id, book, {p.host.name: p for p in plans}
         self.secrets, self.forks, self.accept_new, self.console = secrets, forks, accept_new, console
+        self.use_relays = use_relays and book.action in GATED  # only install and upgrade send packages
         self.stop, self.abort = threading.Event(), threading.Event()
         self.failed_total = 0
 
@@ -137,9 +138,14 @@ class Runner:
                 events.done = lambda r: (done(r), live_done(r))
                 step = events.step
                 events.step = lambda h, s: (self.journal.step(self.run_id, h, s), step(h, s))
-                results = engine.run_all(ACTIONS[self.book.action], [self.plans[n] for n in pending], self.book,
-                                         self.secrets, self.forks, self.accept_new, events, self.stop, self.abort,
-                                         self._interrupted)
+                plans = [self.plans[n] for n in pending]
+                relays = self._relays(plans)
+                try:
+                    results = engine.run_all(ACTIONS[self.book.action], plans, self.book, self.secrets, self.forks,
+                                             self.accept_new, events, self.stop, self.abort, self._interrupted, relays)
+                finally:
+                    for warning in relays.close() if relays else []:
+                        self._say(warning)
             if window_closed.is_set() and not self.abort.is_set() and not over():
                 self._say(f"wave {wave.name!r}: its window closed; run is waiting. Continue with: "
                           f"fleetctl resume {self.run_id}")
@@ -157,6 +163,12 @@ class Runner:
                 if stopped:
                     return stopped
         return "done"
+
+    def _relays(self, plans: list[HostPlan]) -> relay.Relays | None:
+        if not self.use_relays:
+            return None
+        return relay.Relays(self.run_id, plans, lambda h: self.journal.relay_opened(self.run_id, h),
+                            lambda h: self.journal.relay_closed(self.run_id, h))
 
     def _interrupted(self, count: int) -> None:
         if count == 1:
@@ -243,7 +255,7 @@ def results_of(journal: Journal, run_id: str) -> list[HostResult]:
 
 def run(playbook_path: Path, inventory_path: Path, limit: str | None, extra: tuple[str, ...], forks: int,
         accept_new: bool, outputs: Outputs, console: Console, prompt: Callable[[str], str] | None,
-        retry_failed: str | None = None, journal: Journal | None = None) -> int:
+        retry_failed: str | None = None, journal: Journal | None = None, use_relays: bool = True) -> int:
     journal = journal or Journal()
     if retry_failed:
         failed = [n for n, _, s, _, _ in journal.hosts(journal.run(retry_failed).id) if s in ("failed", "unreachable")]
@@ -259,14 +271,19 @@ def run(playbook_path: Path, inventory_path: Path, limit: str | None, extra: tup
                   [(n, i) for i, (_, names) in enumerate(waves) for n in names])
     console.print(f"run {run_id}: {book.action} on {len(plans)} Macs in {len(waves)} wave(s)", markup=False,
                   highlight=False)
-    runner = Runner(journal, run_id, book, plans, secrets, forks, accept_new, console)
+    runner = Runner(journal, run_id, book, plans, secrets, forks, accept_new, console, use_relays)
     return _execute(runner, waves, len(plans), outputs)
 
 
 def resume(run_id: str, forks: int | None, accept_new: bool, outputs: Outputs, console: Console,
-           prompt: Callable[[str], str] | None, journal: Journal | None = None) -> int:
+           prompt: Callable[[str], str] | None, journal: Journal | None = None, use_relays: bool = True) -> int:
     journal = journal or Journal()
     record = journal.run(run_id)
+    left = journal.open_relays(run_id)
+    if left:
+        _close_relays(journal, record, left, forks or record.forks, accept_new, console)
+        if record.state == "done":
+            return ExitCode.OK
     if record.state == "done":
         raise UsageError(f"run {run_id} is finished; to try its failed Macs again use "
                          f"`fleetctl run ... --retry-failed {run_id}`")
@@ -288,8 +305,22 @@ def resume(run_id: str, forks: int | None, accept_new: bool, outputs: Outputs, c
     journal.start(run_id, book.action, Path(record.playbook), Path(record.inventory), record.limit,
                   tuple(record.extra), forks or record.forks, [(n, 0) for n in pending], resume=True)
     console.print(f"resuming run {run_id}: {len(pending)} Macs left", markup=False, highlight=False)
-    runner = Runner(journal, run_id, book, plans, secrets, forks or record.forks, accept_new, console)
+    runner = Runner(journal, run_id, book, plans, secrets, forks or record.forks, accept_new, console, use_relays)
     return _execute(runner, waves, len(hosts), outputs)
+
+
+def _close_relays(journal: Journal, record, names: list[str], forks: int, accept_new: bool, console: Console) -> None:
+    """Relays a killed run left open keep a one-time key: remove it (and their copies) first."""
+    book, _, plans = _plans(Path(record.playbook), Path(record.inventory), ",".join(names), record.extra, None)
+    cleanup = relay.Cleanup(lambda h: journal.relay_closed(record.id, h))
+    results = engine.run_all(cleanup, plans, book, Secrets(None), forks, accept_new, Events(), threading.Event(),
+                             threading.Event())
+    for r in results:
+        if r and r.status == "ok":
+            console.print(f"{r.name}: relay key and copy removed", markup=False, highlight=False)
+        elif r:
+            console.print(f"{r.name}: relay key NOT removed ({r.reason}); run resume again", style="red",
+                          markup=False, highlight=False)
 
 
 def list_runs(console: Console, journal: Journal | None = None) -> None:

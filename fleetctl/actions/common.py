@@ -67,11 +67,6 @@ def _requirements(s: Session, f: dict, needs_pod: bool) -> None:
     s.notes += f.get("pod_note", [])
 
 
-def upload_if_needed(s: Session, f: dict, pkg: Package) -> None:
-    if pkg.sha256 not in f.get("staged", []):
-        s.upload(pkg)
-
-
 def install_package(s: Session, step: str, pkg: Package) -> None:
     """`install` (installer) or `upgrade` (qagent_upgrade.sh) of the staged package."""
     res = s.step(step, s.plan.package_script(step, pkg), privileged=True, check=False)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from fleetctl import facts
-from fleetctl.actions import common
+from fleetctl.actions import common, distribute
 from fleetctl.engine import Session
 from fleetctl.plan import HostPlan
 from fleetctl.playbook import Playbook
@@ -25,7 +25,7 @@ def run(s: Session) -> None:
         return
     f = common.preflight(s, pkg, needs_pod=True)
     if need_install:
-        common.upload_if_needed(s, f, pkg)
+        distribute.stage(s, f, pkg)
         common.install_package(s, "install", pkg)
     common.configure(s, p.options, common.proxy_change(s, all_settings=True), p.ca_bundle, p.digests, p.fingerprint)
     common.verify(s, pkg.version if need_install else r.version_before)

@@ -1,7 +1,7 @@
 """upgrade: the vendor's upgrade and restart scripts, for Macs below the package's version."""
 from __future__ import annotations
 
-from fleetctl.actions import common
+from fleetctl.actions import common, distribute
 from fleetctl.engine import Session
 from fleetctl.plan import HostPlan
 from fleetctl.playbook import Playbook
@@ -22,7 +22,7 @@ def run(s: Session) -> None:
         r.status, r.reason = "ok", f"already at {r.version_before}"
         return
     f = common.preflight(s, pkg, needs_pod=bool(p.pod_url))
-    common.upload_if_needed(s, f, pkg)
+    distribute.stage(s, f, pkg)
     common.install_package(s, "upgrade", pkg)
     if p.ca_bundle:  # the bundle lives inside the app bundle, which the upgrade replaced
         common.configure(s, [], None, p.ca_bundle, {**s.applied, **p.digests}, s.applied.get("fingerprint", ""))

@@ -27,6 +27,10 @@ def plan_cmd(playbook_path: Path, inventory_path: Path, limit: str | None, extra
     rollout.show_plan(playbook_path, inventory_path, limit, extra, Console(soft_wrap=True))
 
 
+NO_RELAY = click.option("--no-relay", is_flag=True, help="Upload every package from the controller, even to "
+                        "Macs of a site (fleetctl_site) that would otherwise fetch it from a neighbour.")
+
+
 @cli.command("run")
 @PLAYBOOK
 @INVENTORY
@@ -40,9 +44,10 @@ def plan_cmd(playbook_path: Path, inventory_path: Path, limit: str | None, extra
 @JUNIT
 @HTML
 @click.option("--retry-failed", metavar="RUN_ID", help="Only the Macs that failed or were unreachable in RUN_ID.")
+@NO_RELAY
 def run_cmd(playbook_path: Path, inventory_path: Path, limit: str | None, extra: tuple[str, ...], forks: int,
             accept_new_hostkeys: bool, json: Path | None, junit: Path | None, html: Path | None,
-            retry_failed: str | None) -> None:
+            retry_failed: str | None, no_relay: bool) -> None:
     """Run a playbook's action (install, upgrade, uninstall, configure, scan) on every selected Mac.
 
     Waves, failure thresholds and every step go to the run journal; an interrupted, halted or
@@ -59,7 +64,8 @@ def run_cmd(playbook_path: Path, inventory_path: Path, limit: str | None, extra:
     from fleetctl import rollout
 
     code = rollout.run(playbook_path, inventory_path, limit, extra, forks, accept_new_hostkeys,
-                       outputs(json, junit, html), out(json, junit, html), prompt(), retry_failed)
+                       outputs(json, junit, html), out(json, junit, html), prompt(), retry_failed,
+                       use_relays=not no_relay)
     sys.exit(code)
 
 
@@ -70,9 +76,11 @@ def run_cmd(playbook_path: Path, inventory_path: Path, limit: str | None, extra:
 @JSON
 @JUNIT
 @HTML
+@NO_RELAY
 def resume_cmd(run_id: str, forks: int | None, accept_new_hostkeys: bool, json: Path | None, junit: Path | None,
-               html: Path | None) -> None:
+               html: Path | None, no_relay: bool) -> None:
     """Continue a halted, waiting, interrupted or crashed run; finished Macs are not redone.
+    First, the one-time relay keys a killed run left on Macs are removed.
 
     Safe for cron or a systemd timer: a wave whose not_before has not come yet just waits.
 
@@ -83,7 +91,7 @@ def resume_cmd(run_id: str, forks: int | None, accept_new_hostkeys: bool, json: 
     from fleetctl import rollout
 
     sys.exit(rollout.resume(run_id, forks, accept_new_hostkeys, outputs(json, junit, html), out(json, junit, html),
-                            prompt()))
+                            prompt(), use_relays=not no_relay))
 
 
 @cli.command("runs")
