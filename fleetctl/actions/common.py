@@ -5,7 +5,7 @@ import hashlib
 import re
 import time
 
-from fleetctl import agent, agentlog, facts, render
+from fleetctl import agent, agentlog, facts, relay, render
 from fleetctl.engine import HostFailed, Session
 from fleetctl.plan import HostPlan, Package
 
@@ -143,7 +143,19 @@ def wait_for(s: Session, pattern: re.Pattern, since: str, timeout_s: int) -> boo
 
 
 def package_scripts(plan: HostPlan, step: str) -> list[tuple[str, str]]:
-    """What `fleetctl plan` shows for each architecture's package."""
-    return [(f"{step} ({arch})", f"# if the Mac is {arch}: {pkg.path.name} version {pkg.version} sha256 "
-             f"{pkg.sha256}, uploaded to {plan.staged(pkg)} unless already there\n" + plan.package_script(step, pkg))
-            for arch, pkg in plan.packages.items()]
+    """What `fleetctl plan` shows for each architecture's package (and, at a site, the relay's part)."""
+    parts = [(f"{step} ({arch})", f"# if the Mac is {arch}: {pkg.path.name} version {pkg.version} sha256 "
+              f"{pkg.sha256}, uploaded to {plan.staged(pkg)} unless already there\n" + plan.package_script(step, pkg))
+             for arch, pkg in plan.packages.items()]
+    if plan.site and plan.packages:
+        pkg = next(iter(plan.packages.values()))
+        where = "# site {}: the first Mac to need the package relays it, the others fetch it (--no-relay: never)\n"
+        parts.append((f"relay-open (site {plan.site})", where.format(plan.site) + render.render(
+            "relay_open", sources="<the site's other Macs>", copy=relay.copy_path(plan, pkg), staged=plan.staged(pkg),
+            sha256=pkg.sha256, public_key="<one-time public key>", marker=relay.MARKER + "<run id>")))
+        parts.append((f"fetch from the relay (site {plan.site})", render.render(
+            "relay_fetch", staged_dir=plan.staged_dir, staged=plan.staged(pkg), private_key="<one-time key>",
+            known_hosts_line="<relay address> <relay host key>", host_key_type="<host key type>", port=22,
+            user="<login user>", address="<relay address>", sha256=pkg.sha256)))
+        parts.append((f"relay-close (site {plan.site})", relay.close_script(plan)))
+    return parts

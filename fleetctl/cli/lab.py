@@ -23,19 +23,24 @@ DIR_OPTION = click.option(
 
 
 @lab.command("up")
-@click.option("--hosts", "count", type=click.IntRange(1, 2000), required=True, help="How many Macs to start.")
+@click.option("--hosts", "count", type=click.IntRange(1, 2000), help="How many Macs to start on the lab's own "
+              "network (required unless --sites is given).")
+@click.option("--sites", default="", help="Branch offices, each its own LAN behind one uplink shaped to RATE "
+              'both ways (tc tbf): "NAME=COUNT@RATE,...", e.g. "berlin=20@20mbit,paris=10@5mbit"; '
+              "their Macs follow the --hosts ones.")
 @click.option("--personas", default="", help='Per-host traits in order, e.g. "x86_64*3,lowdisk,sudo-password+x86_64".')
 @DIR_OPTION
-def lab_up(count: int, personas: str, lab_dir: Path) -> None:
+def lab_up(count: int | None, sites: str, personas: str, lab_dir: Path) -> None:
     """Start simulated Macs (real SSH servers) and write DIR/inventory.yml.
 
     \b
-    Example:
+    Examples:
       fleetctl lab up --hosts 20 --personas "x86_64*5,installer-fails,proxy-only"
+      fleetctl lab up --hosts 2 --sites "berlin=20@20mbit,paris=10@5mbit"
     """
     from fleetctl.lab import fleet
 
-    lab_state = fleet.up(lab_dir, count, personas, progress=err)
+    lab_state = fleet.up(lab_dir, count or 0, personas, progress=err, site_spec=sites)
     from fleetctl.lab.status import show
 
     show(lab_state, out())
@@ -45,7 +50,7 @@ def lab_up(count: int, personas: str, lab_dir: Path) -> None:
 @lab.command("down")
 @DIR_OPTION
 def lab_down(lab_dir: Path) -> None:
-    """Stop every process the lab started and remove its namespaces, bridge and mounts.
+    """Stop every process the lab started and remove its namespaces, bridges, uplinks and mounts.
 
     \b
     Example:
@@ -60,7 +65,7 @@ def lab_down(lab_dir: Path) -> None:
 @lab.command("status")
 @DIR_OPTION
 def lab_status(lab_dir: Path) -> None:
-    """Show each simulated Mac: address, personas, whether its SSH server runs.
+    """Show each simulated Mac: address, site, personas, whether its SSH server runs.
 
     \b
     Example:

@@ -1,8 +1,13 @@
 """Bring a simulated Mac fleet up and down, and remember what was started (DIR/state.json).
 
-Up validates everything first, then builds files, network, pod, proxy and one sshd per
-Mac; any failure tears down what was started. Down stops processes by pid and removes
-namespaces and the bridge, leaving nothing behind.
+Up validates everything first, claims a slot by creating its bridge, then builds files,
+network, pod, proxy and one sshd per Mac; any failure tears down what was started. Down stops
+processes by pid and removes namespaces, the bridge and the sites' bridges and uplinks,
+leaving nothing behind.
+
+state.json: {"dir", "slot", "hosts": [{"name", "index", "address", "user", "personas", "pid", "site"}],
+"pod_pid", "proxy_pid", "proxy_front_pid", "created_paths",
+"sites": [{"name", "index", "rate", "bridge", "uplink_main", "uplink_site", "hosts": [names]}]}
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ AGENT_VERSION = "6.1.0.20"
 BOOT = Path(__file__).with_name("boot.py")
 READY_TIMEOUT_S = 30
 STOP_TIMEOUT_S = 10
+MAX_HOSTS = 2000
 
 
 @dataclass
@@ -39,6 +45,20 @@ class LabHost:
     user: str
     personas: list[str]
     pid: int | None = None  # sshd; None for unreachable Macs
+    site: str | None = None  # its branch-office site; None: on the lab's own bridge
+
+
+@dataclass
+class LabSite:
+    """A branch office: its Macs on a bridge of their own, one shaped uplink to the lab's bridge."""
+
+    name: str
+    index: int
+    rate: str  # tc's notation, e.g. 20mbit, both directions
+    bridge: str
+    uplink_main: str  # the uplink's end on the lab's bridge: its tx_bytes went controller -> site
+    uplink_site: str
+    hosts: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -50,6 +70,7 @@ class LabState:
     proxy_pid: int | None = None  # tinyproxy
     proxy_front_pid: int | None = None  # proxyauth.py, where the Macs find the proxy
     created_paths: list[str] = field(default_factory=list)
+    sites: list[LabSite] = field(default_factory=list)
 
     @property
     def namespaces(self) -> list[str]:
@@ -71,7 +92,25 @@ def load(lab_dir: Path) -> LabState:
         raise LabError(f"no lab is running in {lab_dir}; start one with `fleetctl lab up --hosts N --dir {lab_dir}`")
     raw = json.loads(path.read_text())
     raw["hosts"] = [LabHost(**h) for h in raw["hosts"]]
+    raw["sites"] = [LabSite(**s) for s in raw.get("sites", [])]
     return LabState(**raw)
+
+
+def site(state: LabState, name: str) -> LabSite:
+    found = next((s for s in state.sites if s.name == name), None)
+    if found is None:
+        known = ", ".join(s.name for s in state.sites) or "none"
+        raise LabError(f"the lab in {state.dir} has no site {name!r} (its sites: {known})")
+    return found
+
+
+def site_uplink_bytes(lab_dir: Path, name: str, from_site: bool = False) -> int:
+    """Bytes that crossed site NAME's uplink so far: controller -> site (the default; pod and
+    proxy traffic too), or site -> controller with FROM_SITE. Traffic within the site's LAN
+    never crosses it. Take the difference of two readings."""
+    state = load(lab_dir.resolve())
+    found = site(state, name)
+    return (network.uplink_rx_bytes if from_site else network.uplink_tx_bytes)(state.slot, found.index)
 
 
 def _preflight() -> None:
@@ -192,6 +231,9 @@ def _write_inventory(state: LabState, pkgs: dict[str, Path]) -> Path:
         if "proxy-only" in h.personas:
             host_vars[h.name].update({"proxy_urls": [proxy.url(lab_dir, state.slot)], "proxy_user": proxy.USER,
                                       "proxy_password_secret": "lab_proxy_password"})
+    children = {}
+    for s in state.sites:
+        children[s.name] = {"vars": {"fleetctl_site": s.name}, "hosts": {name: None for name in s.hosts}}
     inventory = {"all": {
         "vars": {
             "ansible_ssh_private_key_file": str(lab_dir / "id_ed25519"),
@@ -208,6 +250,7 @@ def _write_inventory(state: LabState, pkgs: dict[str, Path]) -> Path:
             "lab_sudo_password_file": str(lab_dir / "sudo-password"),
         },
         "hosts": host_vars,
+        **({"children": children} if children else {}),
     }}
     path = lab_dir / "inventory.yml"
     header = "# Written by `fleetctl lab up`: the simulated Macs, in Ansible's inventory layout.\n"
@@ -215,9 +258,24 @@ def _write_inventory(state: LabState, pkgs: dict[str, Path]) -> Path:
     return path
 
 
-def up(lab_dir: Path, count: int, persona_spec: str, progress: Console | None = None) -> LabState:
-    """Start COUNT simulated Macs; returns the saved state."""
-    specs = personas.parse(persona_spec, count)
+def _plan(count: int, persona_spec: str, site_spec: str) -> tuple[list[personas.HostSpec], list[personas.SiteSpec]]:
+    """Validate every option before anything starts: COUNT Macs on the lab's bridge come first,
+    then each site's, in --sites order; personas apply to all of them in that order."""
+    sites = personas.parse_sites(site_spec)
+    if count < 0 or (count == 0 and not sites):
+        raise UsageError("give --hosts N (Macs on the lab's own network), --sites NAME=COUNT@RATE,... or both")
+    total = count + sum(s.count for s in sites)
+    if total > MAX_HOSTS:
+        raise UsageError(f"the lab would have {total} Macs (--hosts and --sites together); at most {MAX_HOSTS}")
+    sized_by = f"--hosts {count} and --sites give {total}" if sites else ""
+    return personas.parse(persona_spec, total, sized_by), sites
+
+
+def up(lab_dir: Path, count: int, persona_spec: str, progress: Console | None = None,
+       site_spec: str = "") -> LabState:
+    """Start COUNT simulated Macs on the lab's network and SITE_SPEC's branch offices
+    (`berlin=20@20mbit,...`) behind their uplinks; returns the saved state."""
+    specs, sites = _plan(count, persona_spec, site_spec)
     _preflight()
     lab_dir = lab_dir.resolve()
     if _state_file(lab_dir).exists():
@@ -226,12 +284,21 @@ def up(lab_dir: Path, count: int, persona_spec: str, progress: Console | None = 
     lab_dir.mkdir(parents=True, exist_ok=True)
     lab_dir.chmod(0o755)
     started = time.monotonic()
-    slot = network.free_slot()
-    state = LabState(dir=str(lab_dir), slot=slot)
-    for spec in specs:
-        state.hosts.append(LabHost(spec.name, spec.index, network.host_address(slot, spec.index),
-                                   spec.user, spec.as_list()))
+    slot = network.claim_slot()  # the lab's bridge: from here on, down() undoes what up did
     try:
+        state = LabState(dir=str(lab_dir), slot=slot)
+        for spec in specs:
+            state.hosts.append(LabHost(spec.name, spec.index, network.host_address(slot, spec.index),
+                                       spec.user, spec.as_list()))
+        first = count
+        for s in sites:
+            members = state.hosts[first:first + s.count]
+            first += s.count
+            state.sites.append(LabSite(s.name, s.index, s.rate, network.site_bridge(slot, s.index),
+                                       *network.uplink(slot, s.index), [h.name for h in members]))
+            for h in members:
+                h.site = s.name
+        _save(state)
         say(f"building agent packages {AGENT_VERSION} (arm64, x86_64)…")
         pkgs = _packages(lab_dir)
         client_pub = _client_key(lab_dir)
@@ -244,13 +311,15 @@ def up(lab_dir: Path, count: int, persona_spec: str, progress: Console | None = 
                 Path(mac_path).mkdir(parents=True)
                 state.created_paths.append(mac_path)
         _save(state)
-        say(f"preparing {count} Macs…")
+        say(f"preparing {len(specs)} Macs…")
         reachable = [s for s in specs if not s.has("unreachable")]
         with ThreadPoolExecutor(max_workers=8) as pool:
             jump = personas.jump_host(specs)
             list(pool.map(lambda s: hosts.prepare_host(lab_dir, slot, s, client_pub, jump), specs))
-        network.create_bridge(slot)
-        network.create_hosts(slot, [(s.index, not s.has("proxy-only"), s.has("slowlink")) for s in reachable])
+        for s in sites:
+            network.create_site(slot, s.index, s.rate_bps)
+        bridges = {h.index: site(state, h.site).bridge for h in state.hosts if h.site}
+        network.create_hosts(slot, [(s.index, not s.has("proxy-only"), s.has("slowlink")) for s in reachable], bridges)
         state.pod_pid = _spawn([sys.executable, "-m", "fleetctl.lab.pod", "--dir", str(lab_dir / "pod"),
                                 "--address", network.pod_address(slot), "--port", str(network.POD_PORT)],
                                lab_dir / "pod" / "pod.log")
@@ -269,9 +338,12 @@ def up(lab_dir: Path, count: int, persona_spec: str, progress: Console | None = 
         _write_inventory(state, pkgs)
     except BaseException:
         say("[red]lab up failed; cleaning up[/red]")
-        down(lab_dir)
+        if _state_file(lab_dir).exists():
+            down(lab_dir)
+        else:
+            network.delete_bridge(slot)
         raise
-    say(f"{count} Macs up in {time.monotonic() - started:.1f}s")
+    say(f"{len(specs)} Macs up in {time.monotonic() - started:.1f}s")
     return state
 
 
@@ -301,6 +373,7 @@ def down(lab_dir: Path) -> None:
     pids += [p for p in (state.pod_pid, state.proxy_pid, state.proxy_front_pid) if p and alive(p)]
     _kill(sorted(set(pids)))
     network.delete_namespaces(state.namespaces)
+    network.delete_links([dev for s in state.sites for dev in (s.uplink_main, s.bridge)])
     network.delete_bridge(state.slot)
     if not any(Path(f"/sys/class/net/{network.bridge(k)}").exists() for k in range(network.MAX_SLOTS)):
         for path in reversed(state.created_paths):  # other labs' Macs would lose these mounts

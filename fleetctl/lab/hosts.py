@@ -82,11 +82,24 @@ def write_macbin(lab_dir: Path) -> Path:
                         "import macshim\nmacshim.main()\n")
     launcher.chmod(0o755)
     shutil.copy2(os.path.realpath("/bin/date"), lib / "date-real")  # for the clock-skew persona
+    shutil.copy2(os.path.realpath("/bin/cat"), lib / "cat-real")  # for the relay-* personas
     subprocess.run(["/usr/bin/python3", "-m", "compileall", "-q", str(lib)], check=True, capture_output=True)
     for shim in SHIMS:
         (macbin / shim).symlink_to(".lib/launch")
     macbin.chmod(0o755)
     return macbin
+
+
+def _authorize(home: Path, uid: int, gid: int, client_pub: str) -> None:
+    """HOME/.ssh/authorized_keys with the lab's client key, owned by the account, as ssh-copy-id leaves it."""
+    ssh = home / ".ssh"
+    ssh.mkdir(mode=0o700, exist_ok=True)
+    ssh.chmod(0o700)
+    keys = ssh / "authorized_keys"
+    keys.write_text(client_pub)
+    keys.chmod(0o600)
+    for path in (ssh, keys):
+        os.chown(path, uid, gid)
 
 
 def _mkdirs(root: Path) -> None:
@@ -133,7 +146,6 @@ def _sshd_config(spec: HostSpec, address: str, jump_address: str | None) -> str:
         "PasswordAuthentication no",
         "KbdInteractiveAuthentication no",
         "PubkeyAuthentication yes",
-        "AuthorizedKeysFile /private/var/fleetlab/authorized_keys",
         f"PermitRootLogin {'prohibit-password' if spec.has('root-login') else 'no'}",
         "UseDNS no",
         "PrintMotd no",
@@ -168,8 +180,9 @@ def prepare_host(lab_dir: Path, slot: int, spec: HostSpec, client_pub: str, jump
     lab_ca = lab_dir / "pod" / "cert.pem"
     shutil.copyfile(lab_ca, root / LAB_CA.lstrip("/"))
     (meta / "host.json").write_text(json.dumps(host_facts(spec, LAB_CA), indent=1))
-    (meta / "authorized_keys").write_text(client_pub)
-    (meta / "authorized_keys").chmod(0o644)
+    # sshd's default, as on a Mac: ~/.ssh/authorized_keys of the account logging in
+    for home, uid, gid in (("Users/admin", ADMIN_UID, STAFF_GID), ("private/var/root", 0, 0)):
+        _authorize(root / home, uid, gid, client_pub)
     sudoers = hdir / "sudoers.d"
     sudoers.mkdir()
     if text := _sudoers(spec):
@@ -198,9 +211,49 @@ exec /usr/local/bin/.lib/date-real -d "@$(( $(/usr/local/bin/.lib/date-real +%s)
 """
 
 
+# The relay-* personas: a neighbour fetches a staged package from this Mac (the relay) with
+# `ssh admin@relay` and a forced `command="/bin/cat <dir>/relay-<hex>.pkg"`. Only that one
+# form is changed; any other cat (`cat > file` uploads, several files, options) is the real one.
+RELAY_DIES = r"""#!/bin/sh
+# persona relay-dies: half of a relay-*.pkg, then this SSH session dies (SIGKILL to its sshd).
+case $#:$1 in 1:*/relay-*.pkg) [ -f "$1" ] && [ -r "$1" ] || exec /usr/local/bin/.lib/cat-real "$@";; *)
+  exec /usr/local/bin/.lib/cat-real "$@";; esac
+size=$(wc -c < "$1") && head -c $((size / 2)) "$1" || exit 1
+sleep 1  # let sshd pass the half on: the neighbour gets exactly half, then the connection drops
+p=$PPID n=0
+while [ "$p" -gt 1 ] && [ $n -lt 16 ]; do  # the nearest sshd above: this session's, never pid 1 (the listener)
+  read -r comm < /proc/$p/comm || break
+  case $comm in sshd*) kill -9 "$p"; exit 137;; esac
+  p=$(sed 's/.*) . \([0-9]*\) .*/\1/' /proc/$p/stat) n=$((n + 1))
+done
+exit 137
+"""
+RELAY_CORRUPTS = r"""#!/bin/sh
+# persona relay-corrupts: a relay-*.pkg whole, but its middle byte flipped (a failing disk, a tampered relay).
+case $#:$1 in 1:*/relay-*.pkg) [ -f "$1" ] && [ -r "$1" ] || exec /usr/local/bin/.lib/cat-real "$@";; *)
+  exec /usr/local/bin/.lib/cat-real "$@";; esac
+size=$(wc -c < "$1") && [ "$size" -gt 0 ] || exec /usr/local/bin/.lib/cat-real "$@"
+mid=$((size / 2))
+byte=$(od -An -tu1 -j $mid -N1 "$1") || exit 1
+{ head -c $mid "$1" && printf "\\$(printf %03o $((byte ^ 255)))" && tail -c +$((mid + 2)) "$1"; } || exit 1
+"""
+
+
+def _extra(lab_dir: Path, name: str, text: str) -> Path:
+    path = lab_dir / "macbin-extra" / name
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text)
+    path.chmod(0o755)
+    return path
+
+
 def _persona_binds(lab_dir: Path, spec: HostSpec) -> list[list[str]]:
-    """Commands a persona changes for this Mac only: a skewed date, an absent openssl."""
+    """Commands a persona changes for this Mac only: a skewed date, an absent openssl, a relay's cat."""
     binds = []
+    for persona, name, text in (("relay-dies", "cat-relay-dies", RELAY_DIES),
+                                ("relay-corrupts", "cat-relay-corrupts", RELAY_CORRUPTS)):
+        if spec.has(persona):
+            binds.append([str(_extra(lab_dir, name, text)), os.path.realpath("/bin/cat")])
     if spec.has("clock-skew"):
         skewed = lab_dir / "macbin-extra" / "date-skewed"
         skewed.parent.mkdir(exist_ok=True)

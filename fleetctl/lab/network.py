@@ -3,6 +3,11 @@
 Addresses come from 198.18.0.0/15 (RFC 2544, reserved for network test labs). Lab slot k
 (several labs may run at once) uses hosts 198.18.32k.0/19 and puts its pod at 198.19.k.1,
 reachable from a Mac only through a route the proxy-only persona does not get.
+
+A branch-office site i is a bridge of its own (flab<slot>s<i>) for its Macs' LAN, joined to the
+lab's bridge by one veth pair, the uplink (fl<slot>u<i>m on the lab's bridge, fl<slot>u<i>s on the
+site's), shaped with tbf in both directions. Addresses stay in the lab's /19, so nothing is routed:
+the site reaches the controller, the pod and the proxy only through its uplink.
 """
 from __future__ import annotations
 
@@ -16,12 +21,27 @@ MAX_SLOTS = 8
 POD_PORT = 443
 PROXY_PORT = 3128
 SLOW_RATE = "40mbit"
+KERNEL_HZ = 250  # Debian's CONFIG_HZ: a tbf bucket holds at least one tick's worth of bytes
+MIN_BURST_BYTES = 4000  # 32kbit
 
 
-def free_slot() -> int:
+def claim_slot() -> int:
+    """The first free slot, taken at once by creating its bridge: `ip link add` fails for all but
+    one of several labs starting together, so two labs never share a slot (nor, when one of them
+    fails and cleans up, lose each other's namespaces)."""
     for k in range(MAX_SLOTS):
-        if not Path(f"/sys/class/net/flab{k}").exists():
+        if Path(f"/sys/class/net/{bridge(k)}").exists():
+            continue
+        done = subprocess.run(["ip", "link", "add", bridge(k), "type", "bridge"], capture_output=True, text=True)
+        if done.returncode == 0:
+            _ip_batch([
+                f"addr add {controller_address(k)}/19 dev {bridge(k)}",
+                f"addr add {pod_address(k)}/32 dev {bridge(k)}",
+                f"link set {bridge(k)} up",
+            ])
             return k
+        if "exists" not in done.stderr:
+            raise LabError(f"network setup failed: {done.stderr.strip()}")
     raise LabError(f"all {MAX_SLOTS} lab slots are in use; stop a lab with `fleetctl lab down --dir DIR`")
 
 
@@ -51,6 +71,15 @@ def veth(slot: int, index: int) -> str:
     return f"fl{slot}h{index:03d}"
 
 
+def site_bridge(slot: int, site: int) -> str:
+    return f"flab{slot}s{site}"
+
+
+def uplink(slot: int, site: int) -> tuple[str, str]:
+    """The uplink veth pair of SITE: (the end on the lab's bridge, the end on the site's bridge)."""
+    return f"fl{slot}u{site}m", f"fl{slot}u{site}s"
+
+
 def _ip_batch(lines: list[str], netns_name: str | None = None) -> None:
     argv = ["ip", *(["-n", netns_name] if netns_name else []), "-batch", "-"]
     done = subprocess.run(argv, input="\n".join(lines) + "\n", text=True, capture_output=True)
@@ -58,22 +87,63 @@ def _ip_batch(lines: list[str], netns_name: str | None = None) -> None:
         raise LabError(f"network setup failed: {done.stderr.strip()}")
 
 
-def create_bridge(slot: int) -> None:
-    br = bridge(slot)
+def _no_ipv6(dev: str) -> None:
+    """A device of the lab's own plumbing sends nothing by itself (no IPv6 autoconfiguration)."""
+    try:
+        Path(f"/proc/sys/net/ipv6/conf/{dev}/disable_ipv6").write_text("1\n")
+    except OSError:
+        pass  # IPv6 disabled altogether
+
+
+def tbf(dev: str, rate_bps: int) -> None:
+    """Shape DEV's egress to RATE_BPS bits/s (tbf: netem is not available on every machine)."""
+    burst = max(MIN_BURST_BYTES, rate_bps // 8 // KERNEL_HZ)
+    done = subprocess.run(["tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", f"{rate_bps}bit",
+                           "burst", str(burst), "latency", "400ms"], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise LabError(f"shaping {dev} to {rate_bps} bit/s failed: {done.stderr.strip()}")
+
+
+def create_site(slot: int, site: int, rate_bps: int) -> None:
+    """SITE's bridge and its uplink to the lab's bridge, shaped to RATE_BPS both ways."""
+    br, main_end, site_end = site_bridge(slot, site), *uplink(slot, site)
     _ip_batch([
         f"link add {br} type bridge",
-        f"addr add {controller_address(slot)}/19 dev {br}",
-        f"addr add {pod_address(slot)}/32 dev {br}",
-        f"link set {br} up",
+        f"link add {main_end} type veth peer name {site_end}",
+        f"link set {main_end} master {bridge(slot)}",
+        f"link set {site_end} master {br}",
     ])
+    for dev in (br, main_end, site_end):
+        _no_ipv6(dev)
+    for dev in (main_end, site_end):
+        tbf(dev, rate_bps)
+    _ip_batch([f"link set {dev} up" for dev in (br, main_end, site_end)])
 
 
-def create_hosts(slot: int, hosts: list[tuple[int, bool, bool]]) -> None:
-    """HOSTS: (index, can reach the pod directly, slow link) for every reachable Mac."""
-    br = bridge(slot)
+def uplink_tx_bytes(slot: int, site: int) -> int:
+    """Bytes the lab's side sent into SITE over its uplink (controller, pod, proxy -> site)."""
+    return _counter(uplink(slot, site)[0], "tx_bytes")
+
+
+def uplink_rx_bytes(slot: int, site: int) -> int:
+    """Bytes SITE sent out over its uplink to the lab's side (site -> controller, pod, proxy)."""
+    return _counter(uplink(slot, site)[0], "rx_bytes")
+
+
+def _counter(dev: str, name: str) -> int:
+    try:
+        return int(Path(f"/sys/class/net/{dev}/statistics/{name}").read_text())
+    except OSError:
+        raise LabError(f"no uplink {dev}: is the lab with this site still up?") from None
+
+
+def create_hosts(slot: int, hosts: list[tuple[int, bool, bool]], bridges: dict[int, str] | None = None) -> None:
+    """HOSTS: (index, can reach the pod directly, slow link) for every reachable Mac.
+    BRIDGES: the bridge of a Mac (by index) that is not on the lab's own, i.e. its site's."""
     root: list[str] = []
     for index, _, _ in hosts:
         ns, v = netns(slot, index), veth(slot, index)
+        br = (bridges or {}).get(index, bridge(slot))
         root += [f"netns add {ns}", f"link add {v} type veth peer name eth0 netns {ns}", f"link set {v} master {br} up"]
     _ip_batch(root)
     for index, direct, slow in hosts:
@@ -106,6 +176,13 @@ def delete_namespaces(names: list[str]) -> None:
                        text=True, capture_output=True)
 
 
+def delete_links(names: list[str]) -> None:
+    """Remove these links where they exist (one end of a veth pair takes the other along)."""
+    gone = [n for n in names if Path(f"/sys/class/net/{n}").exists()]
+    if gone:
+        subprocess.run(["ip", "-force", "-batch", "-"], input="".join(f"link del {n}\n" for n in gone),
+                       text=True, capture_output=True)
+
+
 def delete_bridge(slot: int) -> None:
-    if Path(f"/sys/class/net/{bridge(slot)}").exists():
-        subprocess.run(["ip", "link", "del", bridge(slot)], capture_output=True)
+    delete_links([bridge(slot)])

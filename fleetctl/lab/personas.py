@@ -1,6 +1,7 @@
 """Personas: the ways real Macs in a fleet differ, parsed from `--personas` specs."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from fleetctl.errors import UsageError
@@ -33,9 +34,12 @@ TRAITS = {
     "no-openssl": "has no openssl command",
     "jump-host": "also the SSH jump host (bastion) for behind-bastion Macs",
     "behind-bastion": "accepts SSH only through the lab's jump host (ProxyJump)",
+    "relay-dies": "as a relay, serves half of a relay-*.pkg with cat, then its SSH session dies",
+    "relay-corrupts": "as a relay, serves a relay-*.pkg with cat with one byte flipped in the middle",
 }
 ALL = (*ARCHES, *MACOS, *TRAITS)
-EXCLUSIVE = [set(ARCHES), set(MACOS), {"sudo-password", "nosudo"}, {"jump-host", "behind-bastion", "unreachable"}]
+EXCLUSIVE = [set(ARCHES), set(MACOS), {"sudo-password", "nosudo"}, {"jump-host", "behind-bastion", "unreachable"},
+             {"relay-dies", "relay-corrupts"}]
 
 
 @dataclass(frozen=True)
@@ -90,8 +94,9 @@ def _entry(text: str, where: str) -> tuple[tuple[str, ...], int]:
     return names, count
 
 
-def parse(spec: str, hosts: int) -> list[HostSpec]:
-    """Expand SPEC into HOSTS host specs; hosts beyond the spec are healthy defaults."""
+def parse(spec: str, hosts: int, sized_by: str = "") -> list[HostSpec]:
+    """Expand SPEC into HOSTS host specs; hosts beyond the spec are healthy defaults.
+    SIZED_BY: what set HOSTS, for the error (default: --hosts)."""
     plan: list[tuple[str, ...]] = []
     for n, text in enumerate(spec.split(",") if spec.strip() else [], start=1):
         if not text.strip():
@@ -99,7 +104,8 @@ def parse(spec: str, hosts: int) -> list[HostSpec]:
         names, count = _entry(text.strip(), f"entry {n} ({text.strip()!r})")
         plan += [names] * count
     if len(plan) > hosts:
-        raise UsageError(f"--personas describes {len(plan)} hosts but --hosts is {hosts}; raise --hosts")
+        raise UsageError(f"--personas describes {len(plan)} hosts but {sized_by or f'--hosts is {hosts}'}; "
+                         "raise --hosts")
     plan += [()] * (hosts - len(plan))
     jumps = [names for names in plan if "jump-host" in names]
     if len(jumps) > 1 or (not jumps and any("behind-bastion" in names for names in plan)):
@@ -110,3 +116,53 @@ def parse(spec: str, hosts: int) -> list[HostSpec]:
 
 def jump_host(specs: list[HostSpec]) -> HostSpec | None:
     return next((s for s in specs if s.has("jump-host")), None)
+
+
+SITE_NAME = re.compile(r"[a-z][a-z0-9-]*")
+SITE_RATE = re.compile(r"(\d+(?:\.\d+)?)(kbit|mbit|gbit)")
+RATE_UNITS = {"kbit": 10**3, "mbit": 10**6, "gbit": 10**9}  # as tc reads them (SI)
+RESERVED_GROUPS = ("all", "ungrouped")
+
+
+@dataclass(frozen=True)
+class SiteSpec:
+    """A branch office: COUNT Macs on a LAN of their own, behind an uplink shaped to RATE."""
+
+    index: int  # 1-based, in --sites order
+    name: str
+    count: int
+    rate: str  # as tc understands it, e.g. 20mbit
+
+    @property
+    def rate_bps(self) -> int:
+        number, unit = SITE_RATE.fullmatch(self.rate).groups()
+        return int(float(number) * RATE_UNITS[unit])
+
+
+def parse_sites(spec: str) -> list[SiteSpec]:
+    """`berlin=20@20mbit,paris=10@5mbit` -> sites, in order; errors name the entry and the form."""
+    sites: list[SiteSpec] = []
+    for n, text in enumerate(spec.split(",") if spec.strip() else [], start=1):
+        text = text.strip()
+        form = f"--sites {text!r}: write NAME=COUNT@RATE, e.g. berlin=20@20mbit"
+        if not text:
+            raise UsageError(f"--sites entry {n} is empty; remove the extra comma")
+        name, eq, rest = text.partition("=")
+        count_text, at, rate = rest.partition("@")
+        name, count_text, rate = name.strip(), count_text.strip(), rate.strip().lower()
+        if not (eq and at and count_text.isdigit() and SITE_RATE.fullmatch(rate)):
+            raise UsageError(form)
+        if not SITE_NAME.fullmatch(name):
+            raise UsageError(f"{form}; NAME is a lower-case letter, then letters, digits or '-'")
+        if name in RESERVED_GROUPS or re.fullmatch(r"mac-\d+", name):
+            raise UsageError(f"--sites {text!r}: {name!r} is taken (an inventory group or host name); "
+                             "name the site after its office")
+        if int(count_text) < 1:
+            raise UsageError(f"--sites {text!r}: a site needs at least one Mac")
+        if any(s.name == name for s in sites):
+            raise UsageError(f"--sites: site {name!r} is given twice")
+        site = SiteSpec(n, name, int(count_text), rate)
+        if site.rate_bps < 8000:
+            raise UsageError(f"--sites {text!r}: the uplink needs at least 8kbit")
+        sites.append(site)
+    return sites

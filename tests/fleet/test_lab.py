@@ -1,9 +1,12 @@
-"""The lab's own life cycle: up, inventory, status, down leaving nothing, and up again."""
+"""The lab's own life cycle: up, inventory, status, down leaving nothing, and up again;
+where a Mac keeps its SSH keys; the relay-* personas."""
+import json
 import os
 import re
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from conftest import HOSTS, Lab, fleetctl
@@ -93,3 +96,78 @@ def test_up_down_up_leaves_nothing_behind(lab: Lab, tmp_path):
         assert _bridges() == bridges
     assert lab.mac("mac-001").ok("echo still-here") == "still-here\n"
     assert "no lab is running" in fleetctl("lab", "down", "--dir", str(tmp_path), check=False).stderr
+
+
+def test_keys_live_where_sshd_looks_on_a_mac(lab: Lab):
+    """OpenSSH's default, as on a Mac: ~/.ssh/authorized_keys of the account logging in."""
+    config = (lab.dir / "hosts" / "mac-001" / "root" / "private/var/fleetlab/sshd/sshd_config").read_text()
+    assert "AuthorizedKeysFile" not in config
+    mac = lab.mac("mac-001")
+    assert mac.ok("stat -c '%U %G %a %n' ~/.ssh ~/.ssh/authorized_keys") == (
+        "admin staff 700 /Users/admin/.ssh\nadmin staff 600 /Users/admin/.ssh/authorized_keys\n")
+    assert mac.ok("sudo stat -c '%U %a' /private/var/root/.ssh/authorized_keys") == "root 600\n"
+    root = lab.mac("mac-007")  # root-login: the key is root's own
+    assert root.ok("id -un; echo $HOME; stat -c '%U %a' ~/.ssh/authorized_keys") == "root\n/private/var/root\nroot 600\n"
+    jump, behind = lab.mac("mac-019"), lab.mac("mac-020")
+    hop = " ".join(jump._ssh(None)[:-3])  # the same key and known_hosts for the jump
+    done = subprocess.run([*behind._ssh(None)[:-1], "-o", f"ProxyCommand={hop} -W %h:%p {jump.user}@{jump.address}",
+                           behind.address, "hostname"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout == "mac-020\n", done.stderr
+
+
+RELAY = "/private/var/tmp/fleetctl-admin/relay-0123456789abcdef.pkg"
+
+
+@pytest.fixture(scope="module")
+def relay_lab(make_lab) -> tuple[Lab, bytes]:
+    """mac-001 a relay that dies, mac-002 one that corrupts, mac-003 their neighbour; each relay holds
+    a staged package (odd size) and takes a one-time key whose forced command serves it."""
+    relays, _ = make_lab(3, "relay-dies,relay-corrupts", "relay")
+    data = os.urandom((1 << 20) + 3)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "one-time", "-f", str(relays.dir / "otk")],
+                   check=True)
+    entry = f'command="/bin/cat {RELAY}",restrict {(relays.dir / "otk.pub").read_text()}'
+    for name in ("mac-001", "mac-002"):
+        mac = relays.mac(name)
+        mac.ok(f"mkdir -p {os.path.dirname(RELAY)} && cat > {RELAY}", stdin=data)
+        mac.ok("cat >> ~/.ssh/authorized_keys", stdin=entry)
+    return relays, data
+
+
+def _neighbour_fetch(relays: Lab, relay: str) -> subprocess.CompletedProcess:
+    """What fleetctl's neighbours do: ssh -i <one-time key> admin@<relay>, from mac-003's network."""
+    slot = json.loads((relays.dir / "state.json").read_text())["slot"]
+    return subprocess.run(["ip", "netns", "exec", f"flab{slot}-mac-003", "ssh", "-i", str(relays.dir / "otk"),
+                           "-o", f"UserKnownHostsFile={relays.known_hosts}", "-o", "BatchMode=yes",
+                           "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=5", f"admin@{relays.mac(relay).address}"],
+                          capture_output=True, timeout=60)
+
+
+def test_relay_personas_leave_every_other_cat_byte_exact(relay_lab: tuple[Lab, bytes]):
+    relays, data = relay_lab
+    other = os.urandom(70000)
+    for name in ("mac-001", "mac-002"):
+        mac = relays.mac(name)
+        assert mac.run(f"cat < {RELAY}", stdin=b"").stdout == data  # no argument: the real cat
+        assert mac.run("cat > /private/var/tmp/other && cat /private/var/tmp/other", stdin=other).stdout == other
+        assert mac.run(f"cat /dev/null {RELAY}", stdin=b"").stdout == data  # two arguments
+        assert mac.run("cat -", stdin=other).stdout == other
+        assert mac.ok("ls -l /usr/local/bin/.lib/cat-real | cut -c1-10") == "-rwxr-xr-x\n"
+    assert relays.mac("mac-003").run(f"cat {RELAY}", stdin=b"").returncode == 1  # no file there, the real cat
+
+
+def test_relay_dies_serves_half_then_its_session_drops(relay_lab: tuple[Lab, bytes]):
+    relays, data = relay_lab
+    done = relays.mac("mac-001").run(f"cat {RELAY}", stdin=b"")
+    assert done.returncode == 255 and done.stdout == data[:len(data) // 2]  # ssh: the connection was lost
+    fetched = _neighbour_fetch(relays, "mac-001")
+    assert fetched.returncode == 255 and fetched.stdout == data[:len(data) // 2], fetched.stderr
+    assert relays.mac("mac-001").ok("echo alive") == "alive\n"  # only that session died
+
+
+def test_relay_corrupts_flips_the_middle_byte(relay_lab: tuple[Lab, bytes]):
+    relays, data = relay_lab
+    for done in (relays.mac("mac-002").run(f"cat {RELAY}", stdin=b""), _neighbour_fetch(relays, "mac-002")):
+        assert done.returncode == 0 and len(done.stdout) == len(data), done.stderr
+        differ = [i for i, (a, b) in enumerate(zip(data, done.stdout)) if a != b]
+        assert differ == [len(data) // 2] and done.stdout[differ[0]] == data[differ[0]] ^ 0xFF

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import yaml
 
@@ -28,6 +29,9 @@ class FakeConnection:
         self.replies = list(replies)
         self.scripts: list[tuple[str, str, str | None]] = []  # (script, mode, password) as sent
         self.bytes_sent = 0
+        host_key = SimpleNamespace(get_name=lambda: "ssh-ed25519", get_base64=lambda: "AAAAC3NzaC1lZDI1NTE5AAAAIFake")
+        self.transport = SimpleNamespace(get_remote_server_key=lambda: host_key)  # a relay pins it
+        self.fabric = SimpleNamespace(user="admin")
 
     def run(self, script: str, mode: str, password: str | None = None, timeout: float = 900) -> Result:
         assert self.replies, f"the session ran one step more than the test replays:\n{script[:300]}"
@@ -84,8 +88,9 @@ def write_setup(tmp: Path, pkgs: dict[str, Path], book_text: str, **host_vars) -
 
 
 def run(tmp: Path, pkgs: dict[str, Path], book_text: str, replies: list[tuple[str, Result]],
-        secrets: dict[str, str] | None = None, **host_vars) -> tuple[HostResult, FakeConnection]:
-    """One Mac through the engine with the action of BOOK_TEXT, over a FakeConnection."""
+        secrets: dict[str, str] | None = None, relays=None, **host_vars) -> tuple[HostResult, FakeConnection]:
+    """One Mac through the engine with the action of BOOK_TEXT, over a FakeConnection; RELAYS(plan)
+    gives the run's sites, for a Mac with fleetctl_site."""
     inv_path, book_path = write_setup(tmp, pkgs, book_text, **host_vars)
     book = playbook.load(book_path)
     host = inventory.load(inv_path).select("mac")[0]
@@ -95,7 +100,8 @@ def run(tmp: Path, pkgs: dict[str, Path], book_text: str, replies: list[tuple[st
     from fleetctl.actions import ACTIONS
 
     conn = FakeConnection(replies)
-    session = engine.Session(plan, book, store, store.masker(), False, Events(), threading.Event())
+    session = engine.Session(plan, book, store, store.masker(), False, Events(), threading.Event(),
+                             relays(plan) if relays else None)
     session._connect = lambda: conn
     result = session.run(ACTIONS[book.action])
     assert [s.name for s in result.steps] == [name for name, _ in replies[:len(result.steps)]], result.steps

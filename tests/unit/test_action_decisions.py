@@ -1,6 +1,8 @@
 """Each action's decisions, over a fake connection that replays what a Mac's scripts print."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 import fakemac as m
@@ -181,3 +183,64 @@ def test_status_is_one_round_trip_and_judges_by_the_guides_signals(tmp_path, pkg
         uid="0", hostid_file="/opt/id/qualys/hostid", log_source="file", log_line=[error]))])
     assert sick.status == "failed" and "no hostid at /opt/id/qualys/hostid" in sick.reason
     assert "daemon not running" in sick.reason and "[Error] Data collection failed" in sick.reason
+
+
+def _site(plan):
+    """The Mac under test and one neighbour (mac-r) at site berlin."""
+    from fleetctl import relay
+
+    neighbour = SimpleNamespace(host=SimpleNamespace(name="mac-r"), site="berlin", relay=None, lan_address="10.0.0.9",
+                                endpoint=plan.endpoint, staged_dir=plan.staged_dir)
+    return relay.Relays("20261126-1", [plan, neighbour])
+
+
+def test_a_site_mac_fetches_from_the_relay_and_the_controller_sends_nothing(tmp_path, pkgs):
+    from fleetctl import relay
+
+    relays = {}
+
+    def offered(plan):
+        relays["r"] = r = _site(plan)
+        sha = next(iter(plan.packages.values())).sha256
+        site = r.sites["berlin"]
+        assert site.claim("mac-r", sha) == ("relay", None)
+        site.offered(sha, relay.Offer("mac-r", "10.0.0.9", 22, "admin", "/x/relay-1.pkg", ("ssh-ed25519", "AAAA"),
+                                      relay.OneTimeKey.new()))
+        return r
+
+    result, conn = m.run(tmp_path, pkgs, ROLLOUT, [
+        ("probe", m.probe(version=None, daemon_pid="", hostid="0")), ("preflight", m.preflight()),
+        ("fetch from mac-r", m.OK), ("install", m.OK), ("configure", m.OK), ("verify", m.verify())],
+        relays=offered, fleetctl_site="berlin", fleetctl_lan_address="10.0.0.8")
+    assert (result.status, result.package_from, result.uploaded_bytes, result.site) == \
+        ("changed", "relay mac-r", 0, "berlin")
+    fetch = conn.scripts[2][0]
+    assert "-l admin 10.0.0.9 >" in fetch and "10.0.0.9 ssh-ed25519 AAAA" in fetch and "BEGIN OPENSSH PRIVATE KEY" in fetch
+
+
+def test_a_corrupt_copy_makes_the_mac_the_next_relay(tmp_path, pkgs):
+    from fleetctl import relay
+
+    state = {}
+
+    def offered(plan):
+        state["r"] = r = _site(plan)
+        state["sha"] = sha = next(iter(plan.packages.values())).sha256
+        r.sites["berlin"].claim("mac-r", sha)
+        r.sites["berlin"].offered(sha, relay.Offer("mac-r", "10.0.0.9", 22, "admin", "/x/relay-1.pkg",
+                                                   ("ssh-ed25519", "AAAA"), relay.OneTimeKey.new()))
+        return r
+
+    refused = Result(65, "", "fleetctl: the relay's copy has sha256 00ff, not the package's; refused\n")
+    result, conn = m.run(tmp_path, pkgs, ROLLOUT, [
+        ("probe", m.probe(version=None, daemon_pid="", hostid="0")), ("preflight", m.preflight()),
+        ("fetch from mac-r", refused), ("upload", m.OK), ("relay-open", m.OK), ("install", m.OK),
+        ("configure", m.OK), ("verify", m.verify())],
+        relays=offered, fleetctl_site="berlin", fleetctl_lan_address="10.0.0.8")
+    assert (result.status, result.package_from) == ("changed", "controller")
+    assert "relay mac-r failed (fleetctl: the relay's copy has sha256 00ff" in result.reason
+    site = state["r"].sites["berlin"]
+    assert site.packages[state["sha"]].failed == ["mac-r"] and site.packages[state["sha"]].offer.relay == "mac"
+    entry = conn.scripts[4][0]
+    assert 'restrict,from="10.0.0.9",command="/bin/cat /private/var/tmp/fleetctl-user/relay-' in entry
+    assert state["r"].open == {"mac": state["r"].open["mac"]}  # kept for closing at the end of the run
