@@ -24,6 +24,11 @@ SHELL = "/bin/sh -s"
 SUDO_NOPASSWD = "sudo -n /bin/sh -s"
 SUDO_PASSWORD = "sudo -S -k -p '' /bin/sh -s"
 CHUNK = 256 << 10
+# A Mac that vanishes (powered off, its network gone) must fail within a minute, not after TCP's
+# ~15 minutes of retransmissions: keepalives keep data in flight, and unacknowledged data for
+# DEAD_PEER_S closes the connection (TCP_USER_TIMEOUT, where the controller's OS has it).
+KEEPALIVE_S = 15
+DEAD_PEER_S = 60
 _known_hosts_lock = threading.Lock()
 # Endpoints arrive resolved (sshconfig.py reads ~/.ssh/config as OpenSSH does): Fabric must not
 # read it again. One Config for every connection: building one per Mac costs time at 1,000 Macs.
@@ -122,6 +127,8 @@ class Connection:
                 # algorithm against delayed ACKs added ~40 ms to every one of them.
                 sock = socket.create_connection((where.hostname, where.port), timeout=timeout)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if hasattr(socket, "TCP_USER_TIMEOUT"):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, DEAD_PEER_S * 1000)
             self.fabric.connect_kwargs["sock"] = sock
             self.fabric.open()
         except paramiko.BadHostKeyException:
@@ -145,6 +152,7 @@ class Connection:
                 reason = f"timed out after {timeout:g}s connecting to {where} (ConnectTimeout)"
             raise Unreachable(reason) from None
         self.transport = self.client.get_transport()
+        self.transport.set_keepalive(KEEPALIVE_S)
         self.bytes_sent = 0
 
     def run(self, script: str, mode: str = SHELL, password: str | None = None, timeout: float = 900) -> Result:
