@@ -12,6 +12,8 @@ the site reaches the controller, the pod and the proxy only through its uplink.
 from __future__ import annotations
 
 import ipaddress
+import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -34,6 +36,7 @@ def claim_slot() -> int:
             continue
         done = subprocess.run(["ip", "link", "add", bridge(k), "type", "bridge"], capture_output=True, text=True)
         if done.returncode == 0:
+            _remove_leftovers(k)
             _ip_batch([
                 f"addr add {controller_address(k)}/19 dev {bridge(k)}",
                 f"addr add {pod_address(k)}/32 dev {bridge(k)}",
@@ -43,6 +46,23 @@ def claim_slot() -> int:
         if "exists" not in done.stderr:
             raise LabError(f"network setup failed: {done.stderr.strip()}")
     raise LabError(f"all {MAX_SLOTS} lab slots are in use; stop a lab with `fleetctl lab down --dir DIR`")
+
+
+def _remove_leftovers(slot: int) -> None:
+    """What a lab killed mid-way left in SLOT (its bridge is gone, so no live lab owns them):
+    processes in its namespaces, the namespaces, Mac veths, site bridges and uplinks."""
+    names = [n.name for n in Path("/run/netns").iterdir() if n.name.startswith(f"flab{slot}-")] \
+        if Path("/run/netns").exists() else []
+    for ns in names:
+        for pid in namespace_pids(ns):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+    delete_namespaces(names)
+    links = [d.name for d in Path("/sys/class/net").iterdir()
+             if d.name.startswith((f"fl{slot}h", f"fl{slot}u", f"flab{slot}s"))]
+    delete_links(links)
 
 
 def bridge(slot: int) -> str:
