@@ -169,7 +169,7 @@ class Relays:
             if len(addresses) > 1:
                 preferred = next((p.relay for p in members if p.relay), None)
                 self.sites[name] = Site(name, addresses, preferred if preferred in addresses else None)
-        self.open: dict[str, "object"] = {}  # relay host -> its engine Session (connection kept open)
+        self.open: dict[str, object] = {}  # relay host -> its engine Session (connection kept open)
         self.lock = threading.Lock()
 
     def site(self, plan: HostPlan) -> Site | None:
@@ -184,7 +184,8 @@ class Relays:
             if site and (site.name not in first or p.host.name == site.preferred):
                 first[site.name] = i
         leaders = sorted(first.values())
-        return leaders + [i for i in range(len(plans)) if i not in first.values()]
+        rest = set(range(len(plans))) - set(leaders)
+        return leaders + sorted(rest)
 
     def remember(self, name: str, session: object) -> None:
         """Before the key is written: the journal knows this relay, resume can clean it."""
