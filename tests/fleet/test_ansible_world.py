@@ -73,7 +73,8 @@ def test_rollout_through_the_bastion_with_junit_and_html(admin_setup, lab: Lab):
     for name in OFFICE:
         assert hosts[name]["status"] == "changed", hosts[name]
         assert any("Heartbeat acknowledged" in line for line in hosts[name]["log"]), hosts[name]["log"]
-    assert "timed out after 3s" in hosts["mac-010"]["reason"]
+    # nothing answers: a connect timeout, or at once "no route" once the kernel's ARP entry for it failed
+    assert any(r in hosts["mac-010"]["reason"] for r in ("timed out after 3s", "no route to host"))
 
     suites = ET.parse(d / "r.xml").getroot()
     suite = suites.find("testsuite")
