@@ -55,6 +55,17 @@ class _Transport(paramiko.Transport):
     _preferred_ciphers = tuple(sorted(paramiko.Transport._preferred_ciphers, key=lambda c: "gcm" not in c))
 
 
+class _FabricConnection(fabric.Connection):
+    """fabric.Connection.__init__ sets self.inline_ssh_env, which fabric does not declare on the
+    class: invoke's DataProxy then stores it in the Config (ours is shared by every Connection)
+    and re-merges that Config, which empties it for a moment. Another thread reading it then
+    (Connection.open reads .authentication) failed with "No attribute or config key found for
+    'authentication'": one Mac in a 1,000-Mac status sweep was reported unreachable. Declared
+    here, it is a plain instance attribute and the shared Config is only ever read."""
+
+    inline_ssh_env = None
+
+
 class _AcceptNew(paramiko.MissingHostKeyPolicy):
     """--accept-new-hostkeys: remember a first-seen key; a changed key still refuses (paramiko)."""
 
@@ -132,7 +143,7 @@ class _Jumps:
 class Connection:
     def __init__(self, where: Endpoint, known_hosts: Path, accept_new: bool):
         timeout = where.timeout
-        self.fabric = fabric.Connection(
+        self.fabric = _FabricConnection(
             where.hostname, user=where.user, port=where.port, config=_FABRIC_CONFIG, connect_kwargs={
                 "key_filename": list(where.key_files), "timeout": timeout, "banner_timeout": timeout,
                 "auth_timeout": timeout, "look_for_keys": not where.key_files, "allow_agent": True,
