@@ -4,7 +4,6 @@ cloudagentctl.sh (queues an on-demand scan for the daemon, agentdaemon.py, to ru
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 
@@ -14,6 +13,8 @@ from agentcommon import (APP, DATA, LEGACY, ONDEMAND, PLIST, SCAN_TYPES, SUPPORT
 
 def upgrade(args: list) -> None:
     require_root("qagent_upgrade.sh")
+    import subprocess  # here, not at the top: cloudagentctl.sh and the configuration tool never need it
+
     if len(args) != 1 or not os.path.isfile(args[0]):
         raise Invalid("Usage: qagent_upgrade.sh <path to new QualysCloudAgent.pkg>")
     done = subprocess.run(["/usr/local/bin/installer", "-pkg", args[0], "-target", "/"])
@@ -22,6 +23,8 @@ def upgrade(args: list) -> None:
 
 def restart(args: list) -> None:
     require_root("qagent_restart.sh")
+    import subprocess
+
     subprocess.run(["/usr/local/bin/launchctl", "unload", PLIST], stderr=subprocess.DEVNULL)
     done = subprocess.run(["/usr/local/bin/launchctl", "load", PLIST])
     if done.returncode == 0:
@@ -33,6 +36,8 @@ def uninstall(args: list) -> None:
     """Stop the daemon, remove the agent and its receipt. The hostid stays: it is also the
     Agentless Tracking file, and the guide does not say uninstall removes it."""
     require_root("qagent_uninstall.sh")
+    import subprocess
+
     subprocess.run(["/usr/local/bin/launchctl", "unload", PLIST], stderr=subprocess.DEVNULL)
     try:
         os.unlink(PLIST)

@@ -6,11 +6,10 @@ load/bootstrap start a plist's ProgramArguments in a session of their own and re
 list and print report it as macOS does (the last exit status: what a crashed daemon left in
 <label>.exit). Lies beside macshim.py in /usr/local/bin/.lib; stdlib only.
 """
-import json
 import os
 import sys
 
-from shimcommon import LAB, fail
+from shimcommon import LAB, fail, loads
 
 LAUNCHD = LAB + "/launchd"
 UNKNOWN_SERVICE = 113
@@ -19,7 +18,7 @@ UNKNOWN_SERVICE = 113
 def _job(label: str):
     try:
         with open(f"{LAUNCHD}/{label}.json") as f:
-            return json.load(f)
+            return loads(f.read())
     except (OSError, ValueError):
         return None
 
@@ -47,6 +46,7 @@ def _last_exit(label: str) -> int:
 
 
 def _load(plist_path: str) -> None:
+    import json
     import plistlib
     import subprocess
 

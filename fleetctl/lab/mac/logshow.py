@@ -5,11 +5,10 @@ UNIFIED_LOG when LogDestType=syslog; `log show` selects and prints them in macOS
 (default, syslog, json, ndjson), with its level, time and predicate filters. Every other
 subcommand is a usage error. Lies beside macshim.py in /usr/local/bin/.lib; stdlib only.
 """
-import json
 import os
 import sys
 
-from shimcommon import LAB, fail
+from shimcommon import LAB, fail, loads
 
 UNIFIED_LOG = LAB + "/unified-log/store.jsonl"  # written by the agent (agent/agentcommon.py), root only
 LOG_USAGE = """usage:
@@ -149,7 +148,7 @@ def stored_records() -> list:
         return []
     try:
         with open(UNIFIED_LOG) as f:
-            return [json.loads(line) for line in f if line.strip()]
+            return [loads(line) for line in f if line.strip()]
     except (OSError, ValueError):
         return []
 
@@ -175,6 +174,8 @@ def _skipping(opts: dict) -> str:
 def render(opts: dict, events: list) -> str:
     """The text `log show` prints in the chosen style."""
     public = [{k: v for k, v in e.items() if k != "process"} for e in events]
+    if opts["style"] in ("ndjson", "json"):
+        import json
     if opts["style"] == "ndjson":
         compact = {"separators": (",", ":")}  # as macOS prints it
         return "".join(json.dumps(e, **compact) + "\n" for e in public) + \

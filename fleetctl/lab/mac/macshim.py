@@ -13,10 +13,11 @@ import sys
 
 import launchd
 import logshow
-from shimcommon import count, facts, fail
+from shimcommon import count, facts, fail, read_plist
 
 # Heavier modules are imported inside the commands that need them: every shim call pays
-# Python's start-up, and fleetctl's checks call several of them per Mac.
+# Python's start-up, and fleetctl's checks call several of them per Mac (json and plistlib
+# too: shimcommon reads host facts, launchd jobs and receipts without them).
 
 RECEIPTS = "/private/var/db/receipts"
 DARWIN = {"12": "21.6.0", "13": "22.6.0", "14": "23.5.0", "15": "24.1.0"}
@@ -136,13 +137,16 @@ def dscl(args: list) -> None:
 # ---- pkgutil and installer: receipts and packages ----
 
 def receipt(pkg_id: str):
-    import plistlib
-
     try:
-        with open(f"{RECEIPTS}/{pkg_id}.plist", "rb") as f:
-            return plistlib.load(f)
-    except (OSError, plistlib.InvalidFileException):
+        return read_plist(f"{RECEIPTS}/{pkg_id}.plist")
+    except OSError:
         return None
+    except Exception as e:
+        import plistlib
+
+        if isinstance(e, plistlib.InvalidFileException):
+            return None
+        raise
 
 
 def pkgutil(args: list) -> None:
