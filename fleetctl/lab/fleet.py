@@ -284,6 +284,7 @@ def up(lab_dir: Path, count: int, persona_spec: str, progress: Console | None = 
     lab_dir.mkdir(parents=True, exist_ok=True)
     lab_dir.chmod(0o755)
     started = time.monotonic()
+    network.make_room(len(specs))
     slot = network.claim_slot()  # the lab's bridge: from here on, down() undoes what up did
     try:
         state = LabState(dir=str(lab_dir), slot=slot)

@@ -65,6 +65,18 @@ def _remove_leftovers(slot: int) -> None:
     delete_links(links)
 
 
+def make_room(macs: int) -> None:
+    """Every namespace shares the kernel's one neighbour (ARP) table: Debian's limit of 1,024
+    entries cannot hold 1,000 Macs seen from both ends. Raise it (never lower it)."""
+    for name, need in (("gc_thresh1", 2 * macs), ("gc_thresh2", 4 * macs), ("gc_thresh3", 8 * macs)):
+        path = Path("/proc/sys/net/ipv4/neigh/default") / name
+        try:
+            if int(path.read_text()) < need:
+                path.write_text(f"{need}\n")
+        except (OSError, ValueError):
+            pass  # not ours to insist on: the lab still works for smaller fleets
+
+
 def bridge(slot: int) -> str:
     return f"flab{slot}"
 

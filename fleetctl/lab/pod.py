@@ -18,6 +18,7 @@ from pathlib import Path
 
 ACTIVATED_MODULES = ["vm", "pc", "inv"]
 MAX_BODY = 64 << 10
+HANDSHAKE_TIMEOUT_S = 10  # a client that never finishes its TLS handshake frees its thread
 
 
 def make_certificate(pod_dir: Path, name: str) -> Path:
@@ -81,6 +82,29 @@ class Pod(BaseHTTPRequestHandler):
         pass
 
 
+class PodServer(ThreadingHTTPServer):
+    """TLS handshakes in each request's thread, not in the accept loop, and a deep backlog: with
+    1,000 Macs one handshake at a time starved the pod (curl and check-ins timed out)."""
+
+    daemon_threads = True
+    request_queue_size = 1024
+
+    def __init__(self, address: tuple[str, int], handler, context: ssl.SSLContext):
+        self.context = context
+        super().__init__(address, handler)
+
+    def finish_request(self, request, client_address) -> None:
+        request.settimeout(HANDSHAKE_TIMEOUT_S)
+        try:
+            tls = self.context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError):
+            return
+        try:
+            self.RequestHandlerClass(tls, client_address, self)
+        finally:
+            tls.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dir", type=Path, required=True)
@@ -91,9 +115,7 @@ def main() -> None:
     Pod.log_file = args.dir / "checkins.jsonl"
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(args.dir / "cert.pem", args.dir / "key.pem")
-    server = ThreadingHTTPServer((args.address, args.port), Pod)
-    server.daemon_threads = True
-    server.socket = context.wrap_socket(server.socket, server_side=True)
+    server = PodServer((args.address, args.port), Pod, context)
     threading.Timer(args.max_hours * 3600, server.shutdown).start()
     server.serve_forever()
 
