@@ -76,9 +76,13 @@ class Session:
         status = "ok" if result.rc == 0 else "failed"
         self.result.steps.append(Step(name, status, round(time.monotonic() - started, 3), detail))
         if check and result.rc != 0:
-            reason = self.mask(result.err.strip().splitlines()[-1] if result.err.strip() else f"exit {result.rc}")
-            raise HostFailed(f"{name}: {reason}")
+            raise HostFailed(f"{name}: {self.failure(result)}")
         return result
+
+    def failure(self, result: ssh.Result) -> str:
+        """A failed step in one line: the last line it wrote on stderr (masked), else its exit status."""
+        err = result.err.strip()
+        return self.mask(err.splitlines()[-1]) if err else f"exit {result.rc}"
 
     def check_failed(self, reason: str) -> HostFailed:
         """A step ran (exit 0) but what it found fails a check: the report marks that step failed."""

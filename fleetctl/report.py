@@ -85,11 +85,10 @@ def summary(console: Console, results: list[HostResult]) -> None:
     counts = Counter(r.status for r in results)
     sent = sum(r.uploaded_bytes for r in results)
     console.print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + f"; uploaded {sent / 1e6:.1f} MB")
-    for site, sent in sorted(uplink_bytes(results).items()):
+    for site, crossed in sorted(uplink_bytes(results).items()):
         sources = Counter(r.package_from.split()[0] for r in results if r.site == site and r.package_from)
-        console.print(f"site {site}: {sent / 1e6:.1f} MB over its uplink; packages from "
-                      + (", ".join(f"{k} {n}" for k, n in sorted(sources.items())) or "nowhere (none needed)"),
-                      markup=False, highlight=False)
+        console.print(f"site {site}: {crossed / 1e6:.1f} MB over its uplink; packages from "
+                      + ", ".join(f"{k} {n}" for k, n in sorted(sources.items())), markup=False, highlight=False)
 
 
 def _table(results: list[HostResult]) -> Table:

@@ -59,7 +59,7 @@ def _offer(s: Session, pkg: Package) -> None:
         public_key=key.public, marker=relay.MARKER + s.relays.run_id), check=False)
     if res.rc != 0:
         site.failed(pkg.sha256, p.host.name)
-        s.notes.append(f"could not serve as the site's relay: {s.mask(res.err.strip()) or f'exit {res.rc}'}")
+        s.notes.append(f"could not serve as the site's relay: {s.failure(res)}")
         return
     address = site.addresses[p.host.name]
     port = p.endpoint.port if address == p.endpoint.hostname else 22
@@ -77,5 +77,5 @@ def _fetch(s: Session, pkg: Package, offer: relay.Offer) -> bool:
     if res.rc == 0:
         return True
     s.site.failed(pkg.sha256, offer.relay)
-    s.notes.append(f"relay {offer.relay} failed ({s.mask(res.err.strip().splitlines()[-1]) if res.err.strip() else f'exit {res.rc}'})")
+    s.notes.append(f"relay {offer.relay} failed ({s.failure(res)})")
     return False
