@@ -6,6 +6,7 @@ like every action; here: the sweep, the summary grouped by outcome, JSON, and `-
 from __future__ import annotations
 
 import json
+import dataclasses
 import re
 import threading
 from collections import defaultdict
@@ -30,12 +31,13 @@ IPV4 = re.compile(r"(?<![Vv]ersion: )(?<![Vv]ersion[= ])\b(?:\d{1,3}\.){3}\d{1,3
 SERIAL = re.compile(r"(Serial Number[^:]*:\s*)\S+")
 
 
-def sweep(hosts: list[Host], secrets: Secrets, forks: int, accept_new: bool) -> tuple[Doctor, list[HostResult], list[HostPlan]]:
+def sweep(hosts: list[Host], secrets: Secrets, forks: int, accept_new: bool,
+          step_timeout: int = 120) -> tuple[Doctor, list[HostResult], list[HostPlan]]:
     planner = Planner(BOOK, secrets)  # proxy passwords: the platform is tried through them
     plans = [planner.host(h) for h in hosts]
     doctor = Doctor()
-    results = engine.run_all(doctor, plans, BOOK, secrets, forks, accept_new, Events(), threading.Event(),
-                             threading.Event())
+    results = engine.run_all(doctor, plans, dataclasses.replace(BOOK, step_timeout=step_timeout), secrets, forks,
+                             accept_new, Events(), threading.Event(), threading.Event())
     return doctor, results, plans
 
 

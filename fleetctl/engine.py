@@ -71,7 +71,12 @@ class Session:
             raise Aborted()
         self.events.step(self.plan.host.name, name)
         started = time.monotonic()
-        result = self.conn.run(script, self.mode if privileged else ssh.SHELL, self.password)
+        try:
+            result = self.conn.run(script, self.mode if privileged else ssh.SHELL, self.password,
+                                   self.book.step_timeout)
+        except ssh.TimedOut as e:
+            self.result.steps.append(Step(name, "failed", round(time.monotonic() - started, 3), str(e)))
+            raise HostFailed(f"{name}: {e} (step_timeout); its command on the Mac was stopped") from None
         detail = self.mask((result.out + result.err).strip())[-2000:]
         status = "ok" if result.rc == 0 else "failed"
         self.result.steps.append(Step(name, status, round(time.monotonic() - started, 3), detail))

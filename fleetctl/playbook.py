@@ -11,7 +11,7 @@ from fleetctl.errors import UsageError
 
 ACTIONS = ("install", "upgrade", "uninstall", "configure", "scan", "status")
 KEYS = {"name", "action", "agent", "vars", "verify_timeout", "subscription", "scan", "waves", "max_fail",
-        "failure_budget", "health_gate", "checkin_pattern", "scan_done_pattern", "remove_hostid"}
+        "failure_budget", "health_gate", "checkin_pattern", "scan_done_pattern", "remove_hostid", "step_timeout"}
 SCAN_TYPES = ("vm", "pc", "inv", "udc", "sca", "vmpc")
 
 
@@ -35,6 +35,7 @@ class Playbook:
     checkin_pattern: re.Pattern | None = None
     scan_done_pattern: str | None = None  # a regex; {control_id} stands for the scan's ControlId
     remove_hostid: bool = False  # uninstall: the guide does not say the hostid (Agentless Tracking) goes
+    step_timeout: int = 900  # seconds one step on a Mac may take before it fails (a hung or endless tool)
 
     @property
     def log_level_warning(self) -> str | None:
@@ -98,9 +99,15 @@ def load(path: Path) -> Playbook:
     remove_hostid = data.get("remove_hostid", False)
     if not isinstance(remove_hostid, bool):
         raise UsageError(f"{path}:{data.line_of('remove_hostid')}: remove_hostid must be true or false")
+    step_timeout = 900
+    if "step_timeout" in data:
+        where = f"{path}:{data.line_of('step_timeout')}"
+        step_timeout = wavespec.parse_duration(data["step_timeout"], where, "step_timeout")
+        if not 10 <= step_timeout <= 86400:
+            raise UsageError(f"{where}: step_timeout must be 10s to 24h")
     return Playbook(path, action, str(data.get("name") or action), clean, dict(variables), timeout,
                     subscription, scan_type, throttle, scan_timeout, waves, max_fail, budget, gate,
-                    _pattern(path, data, "checkin_pattern"), _scan_done(path, data), remove_hostid)
+                    _pattern(path, data, "checkin_pattern"), _scan_done(path, data), remove_hostid, step_timeout)
 
 
 def _pattern(path: Path, data, key: str, text: str | None = None) -> re.Pattern | None:

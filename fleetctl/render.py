@@ -5,6 +5,8 @@ import shlex
 
 import jinja2
 
+from fleetctl import capture
+
 _env = jinja2.Environment(
     loader=jinja2.PackageLoader("fleetctl", "templates"),
     undefined=jinja2.StrictUndefined,
@@ -14,6 +16,7 @@ _env = jinja2.Environment(
     lstrip_blocks=True,
 )
 _env.filters["q"] = lambda value: shlex.quote(str(value))
+_env.globals["line_max"] = capture.MAC_LINE_MAX
 
 
 def render(step: str, **values) -> str:

@@ -7,6 +7,7 @@ from collections import Counter, defaultdict
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from fleetctl.results import Events, HostResult, uplink_bytes
 
@@ -103,7 +104,7 @@ def _table(results: list[HostResult]) -> Table:
             version = before if r.version_after in (None, r.version_before) else f"{before} → {r.version_after}"
             source = ((r.package_from or "-") + (f" ({r.site})" if r.site else ""),) if sites else ()
             table.add_row(r.name, r.arch or "-", r.macos or "-", version,
-                          f"[{STYLE.get(r.status, 'white')}]{r.status}[/]", f"{r.duration_s:.1f}s", *source,
+                          Text(r.status, STYLE.get(r.status, "white")), f"{r.duration_s:.1f}s", *source,
                           r.reason or "")
     else:
         groups: dict[tuple[str, str], list[str]] = defaultdict(list)
@@ -114,5 +115,5 @@ def _table(results: list[HostResult]) -> Table:
             table.add_column(col, overflow="fold")
         for (status, reason), names in sorted(groups.items(), key=lambda g: (-len(g[1]), g[0])):
             which = ", ".join(names[:5]) + (f", … (+{len(names) - 5})" if len(names) > 5 else "")
-            table.add_row(str(len(names)), f"[{STYLE.get(status, 'white')}]{status}[/]", reason, which)
+            table.add_row(str(len(names)), Text(status, STYLE.get(status, "white")), reason, which)
     return table

@@ -13,15 +13,19 @@ from pathlib import Path
 import jinja2
 
 from fleetctl import __version__, outfile
-from fleetctl.results import HostResult, uplink_bytes
 from fleetctl.journal import Run
+from fleetctl.results import HostResult, uplink_bytes
+from fleetctl.terminal import visible
 
 SCHEMA = "fleetctl.report/1"  # bump when a field changes meaning or goes away; adding fields keeps it
 FORMATS = ("json", "junit", "html")
 FAILED = ("failed", "unreachable")
 
+# Every value a page shows is escaped, and a Mac's control characters are shown, not embedded:
+# the page may be printed on a terminal (`report --format html`) or opened in a browser.
 _html = jinja2.Environment(loader=jinja2.PackageLoader("fleetctl", "templates"), autoescape=True,
-                           undefined=jinja2.StrictUndefined)
+                           undefined=jinja2.StrictUndefined,
+                           finalize=lambda value: visible(value) if isinstance(value, str) else value)
 
 
 @dataclass
@@ -65,7 +69,8 @@ def document(run: Run, results: list[HostResult]) -> dict:
 
 
 def junit(doc: dict) -> str:
-    """One testcase per Mac; failed -> <failure>, unreachable -> <error>, not run -> <skipped>."""
+    """One testcase per Mac; failed -> <failure>, unreachable -> <error>, not run -> <skipped>.
+    A Mac's text goes through `visible`: XML 1.0 cannot hold NUL or most control characters at all."""
     hosts = doc["hosts"]
     counts = Counter(h["status"] for h in hosts)
     total_time = f"{sum(h['duration_s'] for h in hosts):.3f}"
@@ -78,12 +83,13 @@ def junit(doc: dict) -> str:
     for h in hosts:
         case = ET.SubElement(suite, "testcase", classname=f"fleetctl.{doc['action']}", name=h["name"],
                              time=f"{h['duration_s']:.3f}")
-        reason = h["reason"] or h["status"]
+        reason = visible(h["reason"] or h["status"])
         steps = [f"{s['name']}: {s['status']} ({s['duration_s']:.1f}s)"
                  + (f"\n{s['detail']}" if s["status"] == "failed" and s["detail"] else "") for s in h["steps"]]
         detail = "\n".join([f"reason: {reason}", *steps])
         if h["log"]:
             detail += "\n\nagent log:\n" + "\n".join(h["log"])
+        detail = visible(detail)
         if h["status"] == "failed":
             ET.SubElement(case, "failure", message=reason, type="failed").text = detail
         elif h["status"] == "unreachable":

@@ -191,7 +191,8 @@ class Runner:
         if not self.book.health_gate or not changed:
             return None
         since = datetime.now(timezone.utc) - started + timedelta(seconds=5)
-        checked = status.check([self.plans[r.name] for r in changed], self.secrets, since, self.forks, self.accept_new)
+        checked = status.check([self.plans[r.name] for r in changed], self.secrets, since, self.forks, self.accept_new,
+                               self.book.step_timeout)
         unhealthy = 0
         for result, health in zip(changed, checked):
             problems = list(health.problems)

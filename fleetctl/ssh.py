@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable
@@ -16,6 +17,7 @@ from typing import BinaryIO, Callable
 import fabric
 import paramiko
 
+from fleetctl.capture import Capture
 from fleetctl.errors import FleetError
 from fleetctl.sshconfig import Endpoint
 
@@ -24,6 +26,10 @@ SHELL = "/bin/sh -s"
 SUDO_NOPASSWD = "sudo -n /bin/sh -s"
 SUDO_PASSWORD = "sudo -S -k -p '' /bin/sh -s"
 CHUNK = 256 << 10
+# What a Mac may send ahead of our reading it (paramiko buffers it): small, since a step's
+# output is small and a hostile Mac's flood must not cost the controller more than this.
+RECEIVE_WINDOW = 1 << 20
+POLL_S = 0.5  # how often a step waiting on stdout also drains stderr and checks its deadline
 # A Mac that vanishes (powered off, its network gone) must fail within minutes, not after TCP's
 # ~15 minutes of retransmissions: keepalives keep data in flight, and data unacknowledged for
 # DEAD_PEER_S closes the connection (TCP_USER_TIMEOUT, where the controller's OS has it). Not
@@ -39,6 +45,10 @@ _FABRIC_CONFIG = fabric.Config(overrides={"load_ssh_configs": False})
 
 class Unreachable(FleetError):
     """The Mac could not be reached or refused us (network, host key, authentication)."""
+
+
+class TimedOut(FleetError):
+    """A step did not finish in time (a hung tool, or a Mac that writes forever); its channel is closed."""
 
 
 @dataclass
@@ -196,7 +206,7 @@ class Connection:
         self.bytes_sent = 0
 
     def run(self, script: str, mode: str = SHELL, password: str | None = None, timeout: float = 900) -> Result:
-        """Run SCRIPT with MODE (SHELL, SUDO_NOPASSWD, SUDO_PASSWORD) and collect its output."""
+        """Run SCRIPT with MODE (SHELL, SUDO_NOPASSWD, SUDO_PASSWORD); it has TIMEOUT seconds in all."""
         stdin = (password + "\n" if mode == SUDO_PASSWORD else "") + script
         return self._exec(mode, lambda chan: chan.sendall(stdin.encode()), timeout)
 
@@ -210,11 +220,11 @@ class Connection:
         return self._exec(command, feed, timeout)
 
     def _exec(self, command: str, feed: Callable, timeout: float) -> Result:
+        deadline = time.monotonic() + timeout
         try:
-            chan = self.transport.open_session(window_size=8 << 20, max_packet_size=32768)
+            chan = self.transport.open_session(window_size=RECEIVE_WINDOW, max_packet_size=32768)
             chan.settimeout(timeout)
             chan.exec_command(command)
-            out_file, err_file = chan.makefile("rb"), chan.makefile_stderr("rb")
             try:
                 feed(chan)
                 chan.shutdown_write()
@@ -223,17 +233,46 @@ class Connection:
                 # a script exiting early): its output and exit status are the answer.
                 if not self.transport.is_active():
                     raise
-            out, err = out_file.read(), err_file.read()
-            rc = chan.recv_exit_status()
-            chan.close()
+            try:
+                out, err = _collect(chan, deadline)
+                # A command may close its output and still run: its exit status comes within the deadline too.
+                if not chan.status_event.wait(max(0.0, deadline - time.monotonic())):
+                    raise socket.timeout()
+                rc = chan.recv_exit_status()
+            finally:
+                chan.close()  # on a timeout too: sshd then ends the command's session
         except (OSError, EOFError, paramiko.SSHException) as e:
+            if time.monotonic() >= deadline:
+                raise TimedOut(f"timed out after {timeout:g}s") from None
             raise Unreachable(f"connection lost: {(_network_reason(e) if isinstance(e, OSError) else str(e)) or 'closed'}") from None
         if rc == -1:
             raise Unreachable("connection lost before the command finished")
-        return Result(rc, out.decode(errors="replace"), err.decode(errors="replace"))
+        return Result(rc, out.text(), err.text())
 
     def close(self) -> None:
         self.fabric.close()
+
+
+def _collect(chan: paramiko.Channel, deadline: float) -> tuple[Capture, Capture]:
+    """Read stdout and stderr together until the command closes them, within bounds: a Mac that
+    floods one stream while we wait on the other, or never stops writing, costs the same memory."""
+    out, err = Capture(), Capture()
+    chan.settimeout(POLL_S)
+    while True:
+        while chan.recv_stderr_ready():
+            err.add(chan.recv_stderr(CHUNK))
+        if time.monotonic() >= deadline:
+            raise socket.timeout()
+        try:
+            data = chan.recv(CHUNK)
+        except socket.timeout:
+            continue
+        if not data:
+            break
+        out.add(data)
+    while data := chan.recv_stderr(CHUNK):  # the channel is at EOF: what is left, then b""
+        err.add(data)
+    return out, err
 
 
 def _network_reason(e: BaseException) -> str:

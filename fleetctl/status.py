@@ -4,6 +4,7 @@ The checking is the status action's (actions/status.py), run by the same engine 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import threading
@@ -26,6 +27,8 @@ from fleetctl.secrets import Secrets
 
 BOOK = Playbook(Path("status"), "status", "status", {})  # status needs no playbook: a stand-in
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+STEP_TIMEOUT = 120  # seconds a read-only look at one Mac may take (--step-timeout)
+LOG_RECORDS = 5000  # `fleetctl logs`: the newest records since --since, at most
 
 
 def parse_since(text: str) -> timedelta | str:
@@ -42,18 +45,24 @@ def parse_since(text: str) -> timedelta | str:
 
 
 def sweep(hosts: list[Host], secrets: Secrets, since: timedelta | str, forks: int, accept_new: bool,
-          lines: int = 500) -> list[HostStatus]:
+          step_timeout: int = STEP_TIMEOUT, check: Check | None = None) -> list[HostStatus]:
     """The status action on HOSTS; a bad ssh config or inventory stops us before any connection."""
     planner = Planner(BOOK, None)  # no secret but the sudo passwords is read
     plans = [planner.host(h) for h in hosts]
-    return check(plans, secrets, since, forks, accept_new, lines)
+    return run_check(check or Check(since), plans, secrets, forks, accept_new, step_timeout)
 
 
 def check(plans: list[HostPlan], secrets: Secrets, since: timedelta | str, forks: int, accept_new: bool,
-          lines: int = 500) -> list[HostStatus]:
+          step_timeout: int = STEP_TIMEOUT) -> list[HostStatus]:
+    """The health of PLANS' Macs now (the health gate of a wave)."""
+    return run_check(Check(since), plans, secrets, forks, accept_new, step_timeout)
+
+
+def run_check(check: Check, plans: list[HostPlan], secrets: Secrets, forks: int, accept_new: bool,
+              step_timeout: int) -> list[HostStatus]:
     """Through the engine, FORKS Macs at a time, with the sudo handling of every action."""
-    check = Check(since, lines)
-    results = engine.run_all(check, plans, BOOK, secrets, forks, accept_new, Events(), threading.Event(),
+    book = dataclasses.replace(BOOK, step_timeout=step_timeout)
+    results = engine.run_all(check, plans, book, secrets, forks, accept_new, Events(), threading.Event(),
                              threading.Event())
     out = []
     for result in results:
@@ -113,20 +122,19 @@ def as_json(results: list[HostStatus], since_text: str) -> dict:
 
 
 def logs(hosts: list[Host], secrets: Secrets, since: timedelta | str, level: str, accept_new: bool,
-         console: Console) -> int:
+         console: Console, step_timeout: int = STEP_TIMEOUT) -> int:
     if level not in agentlog.LEVELS:
         raise UsageError(f"--level {level!r}: use one of {', '.join(agentlog.LEVELS)}")
-    results = sweep(hosts, secrets, since, forks=20, accept_new=accept_new, lines=5000)
+    results = sweep(hosts, secrets, since, 20, accept_new, step_timeout, Check(since, LOG_RECORDS, records_since=True))
     failed = 0
     for r in results:
         if r.health == "unreachable":
-            console.print(f"{r.name}: unreachable: {'; '.join(r.problems)}", markup=False, highlight=False)
+            console.print(f"{r.name}: unreachable: {'; '.join(r.problems)}")
             failed += 1
             continue
         for e in r.events:
             if e.level is None or e.level in agentlog.LEVELS[: agentlog.LEVELS.index(level) + 1]:
-                console.print(f"{r.name} {e.time or '-'} [{e.level or '?'}] {e.message}", markup=False,
-                              highlight=False)
+                console.print(f"{r.name} {e.time or '-'} [{e.level or '?'}] {e.message}")
     return ExitCode.FAILED if failed else ExitCode.OK
 
 

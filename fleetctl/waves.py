@@ -59,11 +59,11 @@ def parse_limit(value: Any, where: str, what: str) -> Limit:
     raise UsageError(f"{where}: {what} must be a count (3) or a percentage (10%), not {value!r}")
 
 
-def parse_duration(value: Any, where: str) -> int:
-    match = re.fullmatch(r"(\d+)\s*([smh]?)", str(value).strip())
+def parse_duration(value: Any, where: str, what: str = "soak") -> int:
+    match = re.fullmatch(r"(\d+)\s*([smhd]?)", str(value).strip())
     if not match:
-        raise UsageError(f"{where}: soak must be seconds (600) or 10m / 2h")
-    return int(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600}[match[2]]
+        raise UsageError(f"{where}: {what} must be seconds (600) or 10m / 2h / 1d")
+    return int(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
 
 
 def parse_time(value: Any, where: str) -> datetime:

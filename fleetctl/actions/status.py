@@ -48,18 +48,26 @@ def _mac_since(now: str, since: timedelta | str) -> str:
 
 
 class Check:
-    """The status action for one sweep: what `--since` and how many records, and what it found."""
+    """The status action for one sweep: what `--since` and how many records, and what it found.
+    With RECORDS_SINCE (`fleetctl logs`) every record since then is read, in a second round trip
+    once the Mac's clock is known, from the tail of the log that reaches back that far."""
 
     needs_root = False  # without root it still tells version, hostid and what the log is readable
 
-    def __init__(self, since: timedelta | str, lines: int = 500):
-        self.since = since
-        self.probe_values = {"log_lines": lines, "window": window(since)}
+    def __init__(self, since: timedelta | str, lines: int = 500, records_since: bool = False):
+        self.since, self.lines, self.records_since = since, lines, records_since
+        self.probe_values = {"log_lines": 0 if records_since else lines, "window": window(since)}
         self.found: dict[str, HostStatus] = {}
 
     def scripts(self, plan: HostPlan, book: Playbook) -> list[tuple[str, str]]:
         return [("status (read-only; the probe carries the agent's records)",
                  render.render("probe", **probe_values(self)))]
+
+    def _records(self, s: Session, since: str) -> list[str]:
+        if not self.records_since:
+            return s.state.get("log_line", [])
+        script = render.render("log_since", since=since, paths=s.paths, lines=self.lines)
+        return s.step("log", script, privileged=s.has_root).out.splitlines()
 
     def run(self, s: Session) -> None:
         f, r = s.state, s.result
@@ -71,7 +79,8 @@ class Check:
         status.proxy = facts.first(f, "proxy") or None
         status.hostid_file = facts.first(f, "hostid_file") or None
         status.log_source = facts.first(f, "log_source") or None
-        events = agentlog.since(agentlog.parse("\n".join(f.get("log_line", []))), _mac_since(s.since, self.since))
+        since = _mac_since(s.since, self.since)
+        events = agentlog.since(agentlog.parse("\n".join(self._records(s, since))), since)
         status.events = events
         problems = agentlog.at_least(events, "Error")
         status.errors = len(problems)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 
 import click
-from rich.markup import escape
+from rich.text import Text
 
 from fleetctl.cli import export, health, inventory, lab, rollout, secrets  # noqa: F401 (they register commands)
 from fleetctl.cli.common import cli, err
@@ -21,5 +21,5 @@ def main() -> None:
         e.show()
         sys.exit(e.exit_code)
     except FleetError as e:
-        err.print("[red]error:[/red] " + escape(str(e)), highlight=False, soft_wrap=True)
+        err.print(Text.assemble(("error:", "red"), f" {e}"), soft_wrap=True)
         sys.exit(e.exit_code)

@@ -5,9 +5,9 @@ import sys
 from pathlib import Path
 
 import click
-from rich.console import Console
 
 from fleetctl import __version__
+from fleetctl.terminal import Console
 
 err = Console(stderr=True)  # messages about the command itself
 
@@ -25,11 +25,43 @@ def out(*machine_paths: Path | None) -> Console:
 
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _verbosity(ctx: click.Context, param: click.Parameter, value) -> None:
+    """-v and -q count wherever they are typed: before the command or at the end of the line."""
+    if not value:
+        return
+    from fleetctl import report
+
+    meta = ctx.find_root().meta
+    if param.name == "quiet":
+        meta["quiet"] = True
+    else:
+        meta["verbose"] = meta.get("verbose", 0) + value
+    if meta.get("quiet") and meta.get("verbose"):
+        raise click.UsageError("-v and -q contradict each other; pick one")
+    report.set_verbosity(-1 if meta.get("quiet") else meta["verbose"])
+
+
+def _verbosity_options() -> list[click.Option]:
+    return [click.Option(["-v", "--verbose"], count=True, expose_value=False, callback=_verbosity,
+                         help="More detail: -v every step as it starts, -vv also SSH debug."),
+            click.Option(["-q", "--quiet"], is_flag=True, expose_value=False, callback=_verbosity,
+                         help="Only problems: no progress, summary rows for failed Macs only.")]
+
+
+class _Group(click.Group):
+    """Every command (and sub-group) also takes -v/-q, so `fleetctl run ... -q` works as typed."""
+
+    group_class = type  # sub-groups are _Group too
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        if not any(p.name == "verbose" for p in cmd.params):
+            cmd.params.extend(_verbosity_options())
+        super().add_command(cmd, name)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="fleetctl")
-@click.option("-v", "--verbose", count=True, help="More detail: -v every step as it starts, -vv also SSH debug.")
-@click.option("-q", "--quiet", is_flag=True, help="Only problems: no progress, summary rows for failed Macs only.")
-def cli(verbose: int, quiet: bool) -> None:
+def cli() -> None:
     """Roll the Qualys Cloud Agent out to fleets of Macs over SSH, and keep it healthy.
 
     \b
@@ -42,9 +74,11 @@ def cli(verbose: int, quiet: bool) -> None:
     """
     from fleetctl import report
 
-    if verbose and quiet:
-        raise click.UsageError("-v and -q contradict each other; pick one")
-    report.set_verbosity(-1 if quiet else verbose)
+    meta = click.get_current_context().meta  # what -v/-q before the command said; none: the default
+    report.set_verbosity(-1 if meta.get("quiet") else meta.get("verbose", 0))
+
+
+cli.params.extend(_verbosity_options())
 
 
 @cli.command("completion")

@@ -9,6 +9,9 @@ import click
 from fleetctl.cli.common import cli, FILE, INVENTORY, LIMIT, out, prompt
 
 
+STEP_TIMEOUT = click.option("--step-timeout", type=click.IntRange(10, 3600), default=120, show_default=True,
+                            metavar="SECONDS", help="How long one Mac may take to answer before it is reported "
+                            "as failed (a hung command, or a Mac that never stops writing).")
 SINCE = click.option("--since", default="24h", show_default=True,
                      help="Look at the agent log from this long ago (24h, 30m, 2d) or this Mac-local time.")
 
@@ -21,8 +24,9 @@ SINCE = click.option("--since", default="24h", show_default=True,
 @click.option("--accept-new-hostkeys", is_flag=True, help="Trust keys of Macs seen for the first time.")
 @click.option("--json", "json_path", type=FILE, help="Write the status as JSON; '-' for stdout (the table then "
               "goes to stderr).")
+@STEP_TIMEOUT
 def status_cmd(inventory_path: Path, limit: str | None, since: str, forks: int, accept_new_hostkeys: bool,
-               json_path: Path | None) -> None:
+               json_path: Path | None, step_timeout: int) -> None:
     """Which Macs are healthy right now: version, provisioned, daemon, last check-in, log errors.
 
     Read-only, one SSH round trip per Mac. Exit status 0 when every Mac with the agent is
@@ -36,7 +40,8 @@ def status_cmd(inventory_path: Path, limit: str | None, since: str, forks: int, 
 
     since_value = status.parse_since(since)
     hosts = status.select(inventory_path, limit)
-    results = status.sweep(hosts, status.collect_secrets(hosts, prompt()), since_value, forks, accept_new_hostkeys)
+    results = status.sweep(hosts, status.collect_secrets(hosts, prompt()), since_value, forks, accept_new_hostkeys,
+                           step_timeout)
     status.show(out(json_path), results, since)
     if json_path:
         status.write_json(json_path, results, since)
@@ -51,8 +56,9 @@ def status_cmd(inventory_path: Path, limit: str | None, since: str, forks: int, 
 @click.option("--json", "json_path", type=FILE, help="Write every finding as JSON; '-' for stdout.")
 @click.option("--record", "record_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Keep every raw output, one folder per Mac, names and secrets replaced (docs/doctor-record.md).")
+@STEP_TIMEOUT
 def doctor_cmd(inventory_path: Path, limit: str | None, forks: int, accept_new_hostkeys: bool,
-               json_path: Path | None, record_dir: Path | None) -> None:
+               json_path: Path | None, record_dir: Path | None, step_timeout: int) -> None:
     """Check, read-only, every assumption fleetctl makes on these Macs before a rollout.
 
     One SSH connection per Mac, nothing uploaded or written. Each assumption is ok, differs
@@ -68,7 +74,7 @@ def doctor_cmd(inventory_path: Path, limit: str | None, forks: int, accept_new_h
 
     hosts = status.select(inventory_path, limit)
     secrets = status.collect_secrets(hosts, prompt())
-    found, results, plans = doctor.sweep(hosts, secrets, forks, accept_new_hostkeys)
+    found, results, plans = doctor.sweep(hosts, secrets, forks, accept_new_hostkeys, step_timeout)
     doctor.show(out(json_path), found, results)
     if json_path:
         doctor.write_json(json_path, found, results)
@@ -84,8 +90,14 @@ def doctor_cmd(inventory_path: Path, limit: str | None, forks: int, accept_new_h
 @click.option("--level", default="Trace", show_default=True, help="Show this level and more severe "
               "(Fatal, Error, Warning, Information, Debug, Trace).")
 @click.option("--accept-new-hostkeys", is_flag=True, help="Trust keys of Macs seen for the first time.")
-def logs_cmd(hosts: tuple[str, ...], inventory_path: Path, since: str, level: str, accept_new_hostkeys: bool) -> None:
+@STEP_TIMEOUT
+def logs_cmd(hosts: tuple[str, ...], inventory_path: Path, since: str, level: str, accept_new_hostkeys: bool,
+             step_timeout: int) -> None:
     """Fetch and filter the agent log of HOSTS (names or patterns, like --limit).
+
+    Only the tail of the log that reaches back to --since is read on the Mac (the log is
+    time-ordered), and at most the newest 5,000 records are shown; lines over 2 KB are cut
+    on the Mac, with how many bytes were cut.
 
     \b
     Example:
@@ -95,4 +107,4 @@ def logs_cmd(hosts: tuple[str, ...], inventory_path: Path, since: str, level: st
 
     selected = status.select(inventory_path, ",".join(hosts))
     sys.exit(status.logs(selected, status.collect_secrets(selected, prompt()), status.parse_since(since), level,
-                         accept_new_hostkeys, out()))
+                         accept_new_hostkeys, out(), step_timeout))

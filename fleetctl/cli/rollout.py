@@ -5,9 +5,9 @@ import sys
 from pathlib import Path
 
 import click
-from rich.console import Console
 
 from fleetctl.cli.common import cli, EXTRA, HTML, INVENTORY, JSON, JUNIT, LIMIT, out, outputs, PLAYBOOK, prompt
+from fleetctl.terminal import Console
 
 
 @cli.command("plan")

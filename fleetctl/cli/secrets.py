@@ -103,4 +103,7 @@ def proxy_encrypt_cmd(inventory_path: Path, host_name: str, pkg: Path | None, ac
         else sys.stdin.readline().rstrip("\n")
     if not text:
         raise click.UsageError("empty text")
-    click.echo(stringutil.encrypt(host[0], text, pkg, Secrets(prompt()), accept_new_hostkeys))
+    from fleetctl.terminal import visible
+
+    # What string-util printed is a Mac's output: shown, never sent to the terminal as is.
+    click.echo(visible(stringutil.encrypt(host[0], text, pkg, Secrets(prompt()), accept_new_hostkeys)))
