@@ -10,7 +10,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Callable, Protocol
 
-from fleetctl import agent, facts, render, ssh
+from fleetctl import agent, facts, identity, render, ssh
 from fleetctl.plan import APPLIED_FILE, HostPlan, Package
 from fleetctl.relay import Relays
 from fleetctl.playbook import Playbook
@@ -19,9 +19,11 @@ from fleetctl.secrets import Masker, Secrets
 
 
 class HostFailed(Exception):
-    def __init__(self, reason: str, status: str = "failed"):
+    """TRANSIENT: the failure says nothing about the Mac (a campaign tries it again later)."""
+
+    def __init__(self, reason: str, status: str = "failed", transient: bool = False):
         super().__init__(reason)
-        self.status = status
+        self.status, self.transient = status, transient
 
 
 class Aborted(Exception):
@@ -41,6 +43,7 @@ def probe_values(action: Action) -> dict:
     """What the probe (and the state step) are rendered with; an action may add its own."""
     return {"package_id": agent.PACKAGE_ID, "label": agent.LABEL, "defaults": agent.Paths(),
             "applied_file": APPLIED_FILE, "proxy_file": agent.PROXY_FILE, "log_lines": 0, "window": [],
+            "identity": False, "ports": False,
             **getattr(action, "probe_values", {})}
 
 
@@ -48,10 +51,11 @@ class Session:
     """One Mac over one SSH connection, from connect to its result."""
 
     def __init__(self, plan: HostPlan, book: Playbook, secrets: Secrets, masker: Masker, accept_new: bool,
-                 events: Events, abort: threading.Event, relays: Relays | None = None):
+                 events: Events, abort: threading.Event, relays: Relays | None = None, identities=None):
         self.plan, self.book, self.secrets, self.mask, self.accept_new = plan, book, secrets, masker, accept_new
         self.events, self.abort = events, abort
         self.relays = relays  # this run's sites, when packages may come from a neighbour (relay.py)
+        self.identities = identities  # identity.Book: which Mac each name is (run and resume check it)
         self.site = relays.site(plan) if relays else None
         self.keep_open = False  # a relay's connection outlives its run: its key is removed at the end
         self.result = HostResult(plan.host.name)
@@ -89,11 +93,11 @@ class Session:
         err = result.err.strip()
         return self.mask(err.splitlines()[-1]) if err else f"exit {result.rc}"
 
-    def check_failed(self, reason: str) -> HostFailed:
+    def check_failed(self, reason: str, transient: bool = False) -> HostFailed:
         """A step ran (exit 0) but what it found fails a check: the report marks that step failed."""
         if self.result.steps:
             self.result.steps[-1].status = "failed"
-        return HostFailed(reason)
+        return HostFailed(reason, transient=transient)
 
     def with_notes(self, reason: str | None) -> str | None:
         notes = [n for n in (reason, *self.notes) if n]
@@ -108,11 +112,13 @@ class Session:
             action.run(self)
         except HostFailed as e:
             self.result.status, self.result.reason = e.status, self.mask(str(e))
+            self.result.transient = e.transient
         except Aborted:
             self.result.status, self.result.reason = "pending", "aborted by Ctrl-C; resume to finish"
-        except ssh.Unreachable as e:
+        except ssh.Unreachable as e:  # before the probe: not reached; after: lost mid-step (slept, left)
             self.result.status = "unreachable" if self.conn is None else "failed"
             self.result.reason = self.mask(str(e))
+            self.result.transient = self.conn is not None
         except Exception as e:  # a bug must not hide the other hosts' results
             self.result.status, self.result.reason = "failed", self.mask(f"internal error: {type(e).__name__}: {e}")
         finally:
@@ -131,9 +137,13 @@ class Session:
         p, r = self.plan, self.result
         self.events.step(p.host.name, "connect")
         self.conn = self._connect()
+        known = self.identities.get(p.host.name) if self.identities else None
         values = probe_values(action)
+        values.update(identity=bool(self.identities), ports=bool(self.identities) and not (known and known.ether))
         self.probe_output = self.step("probe", render.render("probe", **values)).out
         probe = facts.parse(self.probe_output)
+        if self.identities:
+            self._check_identity(probe)
         r.arch, r.macos = facts.first(probe, "arch") or None, facts.first(probe, "macos") or None
         self.memsize = facts.number(probe, "memsize")
         r.version_before = r.version_after = facts.first(probe, "agent_version") or None
@@ -149,7 +159,23 @@ class Session:
 
     def _connect(self) -> ssh.Connection:
         p = self.plan
-        return ssh.Connection(p.endpoint, p.known_hosts, self.accept_new)
+        try:
+            return ssh.Connection(p.endpoint, p.known_hosts, self.accept_new)
+        except ssh.HostKeyChanged as e:  # another recorded Mac's key: DHCP gave it this Mac's address
+            reason = self.identities and self.identities.changed_key(p.host.name, p.endpoint.hostname, e.presented)
+            if reason:
+                raise ssh.Unreachable(reason) from None
+            raise
+
+    def _check_identity(self, probe: dict[str, list[str]]) -> None:
+        """Never act on a Mac other than the one this name was first seen as; remember it otherwise."""
+        name = self.plan.host.name
+        seen = identity.from_probe(probe, self.conn.host_key, self.plan.endpoint.hostname)
+        problem = self.identities.mismatch(name, seen)
+        if problem:
+            raise HostFailed(problem, status="unreachable")  # the Mac meant was not reached
+        self.result.serial = seen.serial
+        self.identities.record(name, seen)
 
     def _privilege(self, f: dict, needs_root: bool) -> bool:
         """Choose how privileged steps run; False when they cannot (only for a read-only action)."""
@@ -181,7 +207,7 @@ class Session:
             try:
                 res = self.conn.stream(command, source, self.events.sent)
             except ssh.Unreachable as e:
-                raise HostFailed(f"upload: {e}") from None
+                raise HostFailed(f"upload: {e}", transient=True) from None
             finally:
                 self.result.uploaded_bytes = self.conn.bytes_sent
         self.result.steps.append(Step("upload", "ok" if res.rc == 0 else "failed",
@@ -193,12 +219,13 @@ class Session:
 def run_all(action: Action, plans: list[HostPlan], book: Playbook, secrets: Secrets, forks: int,
             accept_new: bool, events: Events, stop: threading.Event, abort: threading.Event,
             on_interrupt: Callable[[int], None] = lambda n: None,
-            relays: Relays | None = None) -> list[HostResult | None]:
+            relays: Relays | None = None, identities=None) -> list[HostResult | None]:
     """Run ACTION on PLANS with at most FORKS at once. Once STOP is set no new host starts (its
     result is None); ABORT makes running hosts stop after their current step. Ctrl-C sets them
-    in turn. With RELAYS, each site's first Mac starts first (it will likely be the relay)."""
+    in turn. With RELAYS, each site's first Mac starts first (it will likely be the relay).
+    With IDENTITIES (identity.Book), each Mac is checked to be the one its name was first seen as."""
     masker = secrets.masker()
-    sessions = [Session(p, book, secrets, masker, accept_new, events, abort, relays) for p in plans]
+    sessions = [Session(p, book, secrets, masker, accept_new, events, abort, relays, identities) for p in plans]
 
     def go(session: Session) -> HostResult | None:
         return None if stop.is_set() else session.run(action)

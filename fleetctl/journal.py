@@ -25,7 +25,18 @@ CREATE TABLE IF NOT EXISTS events (
   run_id TEXT, name TEXT, step TEXT, state TEXT, at REAL);
 CREATE TABLE IF NOT EXISTS relays (
   run_id TEXT, name TEXT, PRIMARY KEY (run_id, name));
+CREATE TABLE IF NOT EXISTS progress (
+  run_id TEXT, at REAL, converged INTEGER, pending INTEGER, failed INTEGER);
+CREATE TABLE IF NOT EXISTS identities (
+  inventory TEXT, name TEXT, serial TEXT, hardware_uuid TEXT, ether TEXT, host_key TEXT, address TEXT,
+  first_seen REAL, last_seen REAL, PRIMARY KEY (inventory, name));
 """
+# Columns added since the first schema: a journal written by an older fleetctl gains them.
+COLUMNS = {
+    "runs": {"until_ts": "REAL", "retry_every": "INTEGER"},
+    "hosts": {"attempts": "INTEGER DEFAULT 0", "first_attempt": "REAL", "last_attempt": "REAL", "last_seen": "REAL",
+              "converged_at": "REAL", "next_retry": "REAL"},
+}
 DONE = ("ok", "changed", "skipped")
 ACTIVE = ("running",)
 
@@ -50,6 +61,20 @@ class Run:
     finished: float | None
     pid: int | None
     note: str | None
+    until: float | None = None  # a campaign's deadline (epoch); None: one pass
+    retry_every: int | None = None  # a campaign's base retry interval, seconds
+
+
+@dataclass
+class Attempts:
+    """When a Mac was tried and seen in a run (epoch seconds; None: not yet)."""
+
+    attempts: int = 0
+    first_attempt: float | None = None
+    last_attempt: float | None = None
+    last_seen: float | None = None
+    converged_at: float | None = None
+    next_retry: float | None = None
 
 
 def _alive(pid: int | None) -> bool:
@@ -69,6 +94,11 @@ class Journal:
         self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(SCHEMA)
+        for table, columns in COLUMNS.items():
+            have = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+            for column, kind in columns.items():
+                if column not in have:
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
         self.lock = threading.Lock()
 
     def _write(self, sql: str, args: tuple) -> None:
@@ -76,7 +106,8 @@ class Journal:
             self.db.execute(sql, args)
 
     def start(self, run_id: str, action: str, playbook: Path, inventory: Path, limit: str | None,
-              extra: tuple[str, ...], forks: int, hosts: list[tuple[str, int]], resume: bool = False) -> None:
+              extra: tuple[str, ...], forks: int, hosts: list[tuple[str, int]], resume: bool = False,
+              until: float | None = None, retry_every: int | None = None) -> None:
         """Record the run and its hosts, refusing if a live run already works on any of them."""
         with self.lock:
             self.db.execute("BEGIN IMMEDIATE")
@@ -94,26 +125,94 @@ class Journal:
                     self.db.execute("UPDATE runs SET state = 'running', pid = ?, finished = NULL WHERE id = ?",
                                     (os.getpid(), run_id))
                 else:
-                    self.db.execute("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", (
-                        run_id, action, str(playbook.resolve()), str(inventory.resolve()), limit, json.dumps(extra),
-                        forks, "running", time.time(), None, os.getpid(), None))
-                    self.db.executemany("INSERT INTO hosts VALUES (?,?,?,?,?,?,?)",
-                                        [(run_id, n, w, "pending", None, None, time.time()) for n, w in hosts])
+                    self.db.execute(
+                        "INSERT INTO runs (id, action, playbook, inventory, lim, extra, forks, state, started, finished,"
+                        " pid, note, until_ts, retry_every) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", (
+                            run_id, action, str(playbook.resolve()), str(inventory.resolve()), limit, json.dumps(extra),
+                            forks, "running", time.time(), None, os.getpid(), None, until, retry_every))
+                    self.db.executemany("INSERT INTO hosts (run_id, name, wave, status, updated) VALUES (?,?,?,?,?)",
+                                        [(run_id, n, w, "pending", time.time()) for n, w in hosts])
                 self.db.execute("COMMIT")
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
 
     def step(self, run_id: str, name: str, step: str) -> None:
-        self._write("INSERT INTO events VALUES (?,?,?,?,?)", (run_id, name, step, "started", time.time()))
-        if step == "connect":
-            self._write("UPDATE hosts SET status = 'running', updated = ? WHERE run_id = ? AND name = ?",
-                        (time.time(), run_id, name))
+        now = time.time()
+        self._write("INSERT INTO events VALUES (?,?,?,?,?)", (run_id, name, step, "started", now))
+        if step == "connect":  # an attempt: counted, and its time kept for the convergence report
+            self._write("UPDATE hosts SET status = 'running', updated = ?, attempts = COALESCE(attempts, 0) + 1, "
+                        "first_attempt = COALESCE(first_attempt, ?), last_attempt = ? WHERE run_id = ? AND name = ?",
+                        (now, now, now, run_id, name))
+        elif step == "probe":  # the Mac answered
+            self._write("UPDATE hosts SET last_seen = ? WHERE run_id = ? AND name = ?", (now, run_id, name))
 
     def host_done(self, run_id: str, name: str, status: str, reason: str | None, result: dict) -> None:
-        self._write("UPDATE hosts SET status = ?, reason = ?, result = ?, updated = ? WHERE run_id = ? AND name = ?",
-                    (status, reason, json.dumps(result), time.time(), run_id, name))
-        self._write("INSERT INTO events VALUES (?,?,?,?,?)", (run_id, name, "host", status, time.time()))
+        now = time.time()
+        converged = now if status in DONE else None
+        self._write("UPDATE hosts SET status = ?, reason = ?, result = ?, updated = ?, next_retry = NULL, "
+                    "converged_at = COALESCE(converged_at, ?) WHERE run_id = ? AND name = ?",
+                    (status, reason, json.dumps(result), now, converged, run_id, name))
+        self._write("INSERT INTO events VALUES (?,?,?,?,?)", (run_id, name, "host", status, now))
+
+    def host_pending(self, run_id: str, name: str, reason: str | None, result: dict, next_retry: float) -> None:
+        """A campaign's Mac that was not reached (or hit a transient failure): tried again from NEXT_RETRY."""
+        self._write("UPDATE hosts SET status = 'pending', reason = ?, result = ?, updated = ?, next_retry = ? "
+                    "WHERE run_id = ? AND name = ?", (reason, json.dumps(result), time.time(), next_retry, run_id, name))
+        self._write("INSERT INTO events VALUES (?,?,?,?,?)", (run_id, name, "host", "pending", time.time()))
+
+    def attempt_count(self, run_id: str, name: str) -> int:
+        row = self.db.execute("SELECT COALESCE(attempts, 0) FROM hosts WHERE run_id = ? AND name = ?",
+                              (run_id, name)).fetchone()
+        return row[0] if row else 0
+
+    def due(self, run_id: str, now: float) -> tuple[list[str], float | None]:
+        """A campaign's pending Macs whose retry time has come, and when the next of the others is due."""
+        rows = self.db.execute("SELECT name, next_retry FROM hosts WHERE run_id = ? AND status IN ('pending', "
+                               "'running') ORDER BY rowid", (run_id,)).fetchall()
+        later = [t for _, t in rows if t is not None and t > now]
+        return [n for n, t in rows if t is None or t <= now], min(later) if later else None
+
+    def attempts(self, run_id: str) -> dict[str, Attempts]:
+        rows = self.db.execute("SELECT name, COALESCE(attempts, 0), first_attempt, last_attempt, last_seen, "
+                               "converged_at, next_retry FROM hosts WHERE run_id = ?", (run_id,)).fetchall()
+        return {row[0]: Attempts(*row[1:]) for row in rows}
+
+    def record_progress(self, run_id: str) -> None:
+        """One point of the run's convergence over time: converged, pending and failed Macs now."""
+        counts = dict(self.db.execute("SELECT status, COUNT(*) FROM hosts WHERE run_id = ? GROUP BY status",
+                                      (run_id,)).fetchall())
+        converged = sum(counts.get(s, 0) for s in DONE)
+        failed = counts.get("failed", 0) + counts.get("unreachable", 0)
+        pending = sum(counts.values()) - converged - failed
+        self._write("INSERT INTO progress VALUES (?,?,?,?,?)", (run_id, time.time(), converged, pending, failed))
+
+    def progress(self, run_id: str) -> list[tuple[float, int, int, int]]:
+        return self.db.execute("SELECT at, converged, pending, failed FROM progress WHERE run_id = ? ORDER BY at",
+                               (run_id,)).fetchall()
+
+    def identity(self, inventory: str, name: str) -> tuple | None:
+        return self.db.execute("SELECT serial, hardware_uuid, ether, host_key, address, first_seen, last_seen "
+                               "FROM identities WHERE inventory = ? AND name = ?", (inventory, name)).fetchone()
+
+    def identities(self, inventory: str) -> list[tuple]:
+        return self.db.execute("SELECT name, serial, hardware_uuid, ether, host_key, address, first_seen, last_seen "
+                               "FROM identities WHERE inventory = ? ORDER BY name", (inventory,)).fetchall()
+
+    def save_identity(self, inventory: str, name: str, serial: str | None, hardware_uuid: str | None,
+                      ether: str | None, host_key: str | None, address: str) -> None:
+        """First contact records the Mac; later contacts keep what was known and update where and when."""
+        now = time.time()
+        self._write("INSERT INTO identities VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (inventory, name) DO UPDATE SET "
+                    "serial = COALESCE(serial, excluded.serial), hardware_uuid = COALESCE(hardware_uuid, "
+                    "excluded.hardware_uuid), ether = COALESCE(excluded.ether, ether), host_key = excluded.host_key, "
+                    "address = excluded.address, last_seen = excluded.last_seen",
+                    (inventory, name, serial, hardware_uuid, ether, host_key, address, now, now))
+
+    def forget_identity(self, inventory: str, name: str) -> bool:
+        with self.lock:
+            return self.db.execute("DELETE FROM identities WHERE inventory = ? AND name = ?",
+                                   (inventory, name)).rowcount > 0
 
     def finish(self, run_id: str, state: str, note: str | None = None) -> None:
         self._write("UPDATE runs SET state = ?, finished = ?, note = ? WHERE id = ?",
@@ -134,7 +233,8 @@ class Journal:
         return [n for (n,) in self.db.execute("SELECT name FROM relays WHERE run_id = ? ORDER BY name", (run_id,))]
 
     def run(self, run_id: str) -> Run:
-        row = self.db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        row = self.db.execute("SELECT id, action, playbook, inventory, lim, extra, forks, state, started, finished, "
+                              "pid, note, until_ts, retry_every FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
             raise UsageError(f"no run {run_id!r} in {self.path}; `fleetctl runs` lists them")
         r = Run(*row)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,9 @@ from fleetctl.errors import UsageError
 
 ACTIONS = ("install", "upgrade", "uninstall", "configure", "scan", "status")
 KEYS = {"name", "action", "agent", "vars", "verify_timeout", "subscription", "scan", "waves", "max_fail",
-        "failure_budget", "health_gate", "checkin_pattern", "scan_done_pattern", "remove_hostid", "step_timeout"}
+        "failure_budget", "health_gate", "checkin_pattern", "scan_done_pattern", "remove_hostid", "step_timeout",
+        "until", "retry_every", "next_wave_after", "wake_wait"}
+NEXT_WAVE = ("reached", "converged")
 SCAN_TYPES = ("vm", "pc", "inv", "udc", "sca", "vmpc")
 
 
@@ -36,6 +39,11 @@ class Playbook:
     scan_done_pattern: str | None = None  # a regex; {control_id} stands for the scan's ControlId
     remove_hostid: bool = False  # uninstall: the guide does not say the hostid (Agentless Tracking) goes
     step_timeout: int = 900  # seconds one step on a Mac may take before it fails (a hung or endless tool)
+    # A campaign (until: set) converges over days: see campaign.py. --until/--retry-every override these.
+    until: datetime | None = None
+    retry_every: int | None = None
+    next_wave_after: str = "reached"  # or "converged": a campaign's wave waits for its pending Macs
+    wake_wait: int = 60  # seconds between a Wake-on-LAN packet and trying the Mac again
 
     @property
     def log_level_warning(self) -> str | None:
@@ -107,7 +115,33 @@ def load(path: Path) -> Playbook:
             raise UsageError(f"{where}: step_timeout must be 10s to 24h")
     return Playbook(path, action, str(data.get("name") or action), clean, dict(variables), timeout,
                     subscription, scan_type, throttle, scan_timeout, waves, max_fail, budget, gate,
-                    _pattern(path, data, "checkin_pattern"), _scan_done(path, data), remove_hostid, step_timeout)
+                    _pattern(path, data, "checkin_pattern"), _scan_done(path, data), remove_hostid, step_timeout,
+                    **_campaign(path, data))
+
+
+def _campaign(path: Path, data) -> dict[str, Any]:
+    """until:, retry_every:, next_wave_after:, wake_wait: (whether until: has passed is checked at run time)."""
+    out: dict[str, Any] = {}
+    if data.get("until") is not None:
+        out["until"] = wavespec.parse_time(data["until"], f"{path}:{data.line_of('until')}", "until")
+    if data.get("retry_every") is not None:
+        where = f"{path}:{data.line_of('retry_every')}"
+        out["retry_every"] = wavespec.parse_duration(data["retry_every"], where, "retry_every")
+        if "until" not in out:
+            raise UsageError(f"{where}: retry_every needs a deadline; add until: '2026-12-20 18:00'")
+        if not 10 <= out["retry_every"] <= 7 * 86400:
+            raise UsageError(f"{where}: retry_every must be 10s to 7d")
+    if "next_wave_after" in data:
+        if data["next_wave_after"] not in NEXT_WAVE:
+            raise UsageError(f"{path}:{data.line_of('next_wave_after')}: next_wave_after is 'reached' (the next wave "
+                             "starts once this wave's reachable Macs are done) or 'converged' (once all of them are)")
+        out["next_wave_after"] = data["next_wave_after"]
+    if "wake_wait" in data:
+        where = f"{path}:{data.line_of('wake_wait')}"
+        out["wake_wait"] = wavespec.parse_duration(data["wake_wait"], where, "wake_wait")
+        if not 1 <= out["wake_wait"] <= 900:
+            raise UsageError(f"{where}: wake_wait must be 1s to 15m")
+    return out
 
 
 def _pattern(path: Path, data, key: str, text: str | None = None) -> re.Pattern | None:

@@ -40,12 +40,13 @@ class Outputs:
         return [(fmt, path) for fmt in FORMATS if (path := getattr(self, fmt))]
 
 
-def _iso(ts: float | None) -> str | None:
+def iso_time(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds") if ts else None
 
 
-def document(run: Run, results: list[HostResult]) -> dict:
-    """The versioned report (schema in docs/report-schema.md)."""
+def document(run: Run, results: list[HostResult], progress: list[tuple[float, int, int, int]] = ()) -> dict:
+    """The versioned report (schema in docs/report-schema.md). PROGRESS: the journal's points of
+    (time, converged, pending, failed), one per pass: how a campaign converged over time."""
     return {
         "schema": SCHEMA,
         "fleetctl_version": __version__,
@@ -55,15 +56,19 @@ def document(run: Run, results: list[HostResult]) -> dict:
         "playbook": run.playbook,
         "inventory": run.inventory,
         "limit": run.limit,
-        "started": _iso(run.started),
-        "finished": _iso(run.finished) or datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started": iso_time(run.started),
+        "finished": iso_time(run.finished) or datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "deadline": iso_time(run.until),  # a campaign's (fleetctl run --until); null: one pass
+        "retry_every_s": run.retry_every,
         "summary": {
             "hosts": len(results),
             "by_status": dict(Counter(r.status for r in results)),
             "by_version": dict(Counter(r.version_after or "none" for r in results)),
             "uploaded_bytes": sum(r.uploaded_bytes for r in results),
             "uplink_bytes_by_site": uplink_bytes(results),
+            "woken": sorted(r.name for r in results if r.woken_by),
         },
+        "convergence": [{"at": iso_time(at), "converged": c, "pending": p, "failed": f} for at, c, p, f in progress],
         "hosts": [asdict(r) for r in results],
     }
 
@@ -110,13 +115,32 @@ def _histogram(durations: list[float], buckets: int = 10) -> list[tuple[str, int
     return [(f"{i * top / buckets:.{digits}f}-{(i + 1) * top / buckets:.{digits}f}s", counts[i]) for i in range(buckets)]
 
 
+def _convergence(points: list[dict], total: int, width: int = 420, height: int = 110) -> dict[str, str]:
+    """SVG polyline points (step lines) of converged, pending and failed Macs over the run's time."""
+    if len(points) < 2:
+        return {}
+    times = [datetime.fromisoformat(p["at"]).timestamp() for p in points]
+    span = max(times[-1] - times[0], 1.0)
+    lines = {}
+    for series in ("converged", "pending", "failed"):
+        xy: list[str] = []
+        for t, p in zip(times, points):
+            x, y = round((t - times[0]) / span * width, 1), round(height - p[series] / max(total, 1) * height, 1)
+            if xy:
+                xy.append(f"{x},{xy[-1].split(',')[1]}")  # a step: the count held until this pass
+            xy.append(f"{x},{y}")
+        lines[series] = " ".join(xy)
+    return lines
+
+
 def html(doc: dict) -> str:
     hosts = doc["hosts"]
     statuses = sorted(doc["summary"]["by_status"].items(), key=lambda kv: -kv[1])
     histogram = _histogram([h["duration_s"] for h in hosts])
     return _html.get_template("report.html.j2").render(
         doc=doc, hosts=hosts, statuses=statuses, histogram=histogram,
-        most=max([n for _, n in statuses] + [1]), most_bucket=max([n for _, n in histogram] + [1]))
+        most=max([n for _, n in statuses] + [1]), most_bucket=max([n for _, n in histogram] + [1]),
+        convergence=_convergence(doc["convergence"], len(hosts)) if doc["deadline"] else {})
 
 
 def render(fmt: str, doc: dict) -> str:
@@ -125,7 +149,8 @@ def render(fmt: str, doc: dict) -> str:
     return junit(doc) if fmt == "junit" else html(doc)
 
 
-def write(outputs: Outputs, run: Run, results: list[HostResult]) -> None:
-    doc = document(run, results)
+def write(outputs: Outputs, run: Run, results: list[HostResult],
+          progress: list[tuple[float, int, int, int]] = ()) -> None:
+    doc = document(run, results, progress)
     for fmt, path in outputs.items():
         outfile.write(path, render(fmt, doc))

@@ -47,6 +47,16 @@ class HostResult:
     duration_s: float = 0.0
     steps: list[Step] = field(default_factory=list)
     log: list[str] = field(default_factory=list)  # the agent's log since the run began (tail), for reports
+    transient: bool = False  # failed in a way a campaign retries (connection lost mid-step, platform unreachable)
+    woken_by: str | None = None  # the neighbour that sent this Mac a Wake-on-LAN packet in this run
+    serial: str | None = None  # hardware identity, as macOS printed it (ioreg)
+    # a campaign's view of this Mac (ISO times, from the journal): how it converged
+    attempts: int = 0
+    first_attempt: str | None = None
+    last_attempt: str | None = None
+    last_seen: str | None = None
+    converged_at: str | None = None
+    next_retry: str | None = None
 
 
 @dataclass

@@ -14,18 +14,19 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from fleetctl import engine, inventory, outfile, playbook, relay, report, report_files, status
+from fleetctl import campaign as campaigns
+from fleetctl import engine, identity, inventory, outfile, playbook, relay, report, report_files
 from fleetctl.actions import ACTIONS
+from fleetctl.campaign import Campaign, not_seen_reason, until_text
 from fleetctl.errors import UsageError
 from fleetctl.journal import DONE, Journal
 from fleetctl.plan import HostPlan, Planner
-from fleetctl.report_files import Outputs
+from fleetctl.report_files import Outputs, iso_time
 from fleetctl.results import Events, ExitCode, HostResult, Step, exit_code
+from fleetctl.runner import Runner
 from fleetctl.secrets import Secrets
+from fleetctl.stay import stay_until_done
 from fleetctl.waves import assign
-
-GATED = ("install", "upgrade")
-SOAK_STEP_S = 1.0
 
 
 def parse_extra_vars(pairs: tuple[str, ...] | list[str]) -> dict[str, Any]:
@@ -82,150 +83,42 @@ def _warn(book: playbook.Playbook, console: Console) -> None:
         console.print(book.log_level_warning, style="yellow", markup=False, highlight=False)
 
 
-class Runner:
-    """One run (new or resumed): waves in order, thresholds, soak, health gate, journal."""
-
-    def __init__(self, journal: Journal, run_id: str, book: playbook.Playbook, plans: list[HostPlan],
-                 secrets: Secrets, forks: int, accept_new: bool, console: Console, use_relays: bool = True):
-        self.journal, self.run_id, self.book, self.plans = journal, run_id, book, {p.host.name: p for p in plans}
-        self.secrets, self.forks, self.accept_new, self.console = secrets, forks, accept_new, console
-        self.use_relays = use_relays and book.action in GATED  # only install and upgrade send packages
-        self.stop, self.abort = threading.Event(), threading.Event()
-        self.failed_total = 0
-
-    def _say(self, text: str) -> None:
-        self.console.print(text, markup=False, highlight=False)
-
-    def execute(self, waves: list[tuple[Any, list[str]]], total_hosts: int, already_failed: int) -> str:
-        """Run the pending hosts of each wave; returns the run's state."""
-        self.failed_total = already_failed
-        budget = self.book.failure_budget.of(total_hosts) if self.book.failure_budget else None
-        for index, (wave, names) in enumerate(waves):
-            pending = [n for n in names if n in self.plans]
-            if not pending:
-                continue
-            closed = wave.closed(datetime.now())
-            if closed:
-                self._say(f"wave {wave.name!r} {closed}; run is waiting. Continue with: fleetctl resume {self.run_id}")
-                return "waiting"
-            allowed = wave.max_fail.of(len(names)) if wave.max_fail else len(names)
-            if len(waves) > 1 or wave.max_fail:
-                self._say(f"wave {wave.name!r}: {len(pending)} hosts (may fail: {allowed})")
-            wave_failed = 0
-            started = datetime.now(timezone.utc)
-            window_closed = threading.Event()
-
-            def over() -> bool:
-                return wave_failed > allowed or (budget is not None and self.failed_total > budget)
-
-            def done(result: HostResult) -> None:
-                nonlocal wave_failed
-                if result.status == "pending":
-                    return
-                self.journal.host_done(self.run_id, result.name, result.status, result.reason, asdict(result))
-                if result.status in ("failed", "unreachable"):
-                    wave_failed += 1
-                    self.failed_total += 1
-                    if over():
-                        self.stop.set()
-                if wave.window and wave.closed(datetime.now()):  # the window closed: start no more Macs
-                    window_closed.set()
-                    self.stop.set()
-
-            with report.Live(self.console, len(pending)) as live:
-                events = live.events()
-                live_done = events.done
-                events.done = lambda r: (done(r), live_done(r))
-                step = events.step
-                events.step = lambda h, s: (self.journal.step(self.run_id, h, s), step(h, s))
-                plans = [self.plans[n] for n in pending]
-                relays = self._relays(plans)
-                try:
-                    results = engine.run_all(ACTIONS[self.book.action], plans, self.book, self.secrets, self.forks,
-                                             self.accept_new, events, self.stop, self.abort, self._interrupted, relays)
-                finally:
-                    for warning in relays.close() if relays else []:
-                        self._say(warning)
-            if window_closed.is_set() and not self.abort.is_set() and not over():
-                self._say(f"wave {wave.name!r}: its window closed; run is waiting. Continue with: "
-                          f"fleetctl resume {self.run_id}")
-                return "waiting"
-            if self.abort.is_set() or (self.stop.is_set() and not over()):
-                return "interrupted"
-            if over():
-                self._say(f"HALTED in wave {wave.name!r}: {wave_failed} failed (allowed {allowed})"
-                          + (f", {self.failed_total} in the run (budget {budget})" if budget is not None else "")
-                          + f". Fix the cause, then: fleetctl resume {self.run_id}")
-                return "halted"
-            if index < len(waves) - 1 and self.book.action in GATED:
-                stopped = self._soak_and_gate(wave, [r for r in results if r and r.status == "changed"], started,
-                                              allowed - wave_failed, budget)
-                if stopped:
-                    return stopped
-        return "done"
-
-    def _relays(self, plans: list[HostPlan]) -> relay.Relays | None:
-        if not self.use_relays:
-            return None
-        return relay.Relays(self.run_id, plans, lambda h: self.journal.relay_opened(self.run_id, h),
-                            lambda h: self.journal.relay_closed(self.run_id, h))
-
-    def _interrupted(self, count: int) -> None:
-        if count == 1:
-            self._say("Ctrl-C: no new Macs will start; running ones finish their steps (Ctrl-C again to abort).")
-        else:
-            self._say("Ctrl-C again: running Macs stop after their current step and stay pending for resume.")
-
-    def _soak_and_gate(self, wave, changed: list[HostResult], started: datetime, allowed_left: int,
-                       budget: int | None) -> str | None:
-        """Wait the wave's soak, then check its Macs; returns 'halted' or 'interrupted' to stop."""
-        if wave.soak_s:
-            self._say(f"soaking {wave.soak_s}s before the health gate…")
-            deadline = time.monotonic() + wave.soak_s
-            try:
-                while time.monotonic() < deadline:
-                    time.sleep(min(SOAK_STEP_S, deadline - time.monotonic()))
-            except KeyboardInterrupt:
-                self.stop.set()
-                return "interrupted"
-        if not self.book.health_gate or not changed:
-            return None
-        since = datetime.now(timezone.utc) - started + timedelta(seconds=5)
-        checked = status.check([self.plans[r.name] for r in changed], self.secrets, since, self.forks, self.accept_new,
-                               self.book.step_timeout)
-        unhealthy = 0
-        for result, health in zip(changed, checked):
-            problems = list(health.problems)
-            if health.version != result.version_after:
-                problems.append(f"version {health.version}, expected {result.version_after}")
-            if problems:
-                unhealthy += 1
-                self.failed_total += 1
-                result.status, result.reason = "failed", "health gate: " + "; ".join(problems)
-                self.journal.host_done(self.run_id, result.name, result.status, result.reason, asdict(result))
-        if unhealthy:
-            self._say(f"health gate: {unhealthy} Mac(s) unhealthy after wave {wave.name!r}")
-        if unhealthy > allowed_left or (budget is not None and self.failed_total > budget):
-            self._say(f"HALTED after the health gate of wave {wave.name!r}. Fix the cause, then: "
-                      f"fleetctl resume {self.run_id}")
-            return "halted"
-        return None
-
-
 def _finish(journal: Journal, run_id: str, action: str, state: str, console: Console, outputs: Outputs) -> int:
     journal.finish(run_id, state)
+    journal.record_progress(run_id)
+    record = journal.run(run_id)
     results = results_of(journal, run_id)
     report.summary(console, results)
     if action == "uninstall":
         console.print("Note: each Mac's asset record, licence and results stay on the Qualys platform; "
                       "remove them there.")
-    console.print(f"run {run_id}: {state}", markup=False, highlight=False)
-    report_files.write(outputs, journal.run(run_id), results)
+    console.print(f"run {run_id}: {state}" + (f"; {convergence(journal, record)}" if record.until else ""))
+    if state == "waiting" and record.until:
+        console.print(f"Continue with `fleetctl resume {run_id}` (e.g. from cron: "
+                      f"*/10 * * * * fleetctl resume {run_id} -q), or `fleetctl resume {run_id} --stay`.")
+    report_files.write(outputs, record, results, journal.progress(run_id))
     if state == "halted":
         return ExitCode.HALTED
     if state == "interrupted":
         return ExitCode.INTERRUPTED
     return exit_code(results)
+
+
+def convergence(journal: Journal, record) -> str:
+    """'312/350 converged, 38 pending, 0 failed; deadline in 2 d' for a campaign."""
+    counts: dict[str, int] = {}
+    for _, _, state, _, _ in journal.hosts(record.id):
+        counts[state] = counts.get(state, 0) + 1
+    total = sum(counts.values())
+    converged = sum(counts.get(s, 0) for s in DONE)
+    failed = counts.get("failed", 0) + counts.get("unreachable", 0)
+    text = f"{converged}/{total} converged, {total - converged - failed} pending, {failed} failed"
+    if record.until:
+        text += f"; deadline {until_text(record.until, time.time())}"
+        _, next_due = journal.due(record.id, time.time())
+        if next_due and record.state == "waiting":
+            text += f", next retry {datetime.fromtimestamp(next_due):%H:%M}"
+    return text
 
 
 def _execute(runner: Runner, waves: list, total_hosts: int, outputs: Outputs) -> int:
@@ -239,24 +132,49 @@ def _execute(runner: Runner, waves: list, total_hosts: int, outputs: Outputs) ->
         raise
     if state != "done":
         journal.reset_unfinished(run_id)
+    if runner.campaign and state == "waiting" and runner.campaign.over(time.time()):
+        state = _deadline(journal, run_id, runner.campaign)
     return _finish(journal, run_id, runner.book.action, state, runner.console, outputs)
+
+
+def _deadline(journal: Journal, run_id: str, campaign: Campaign) -> str:
+    """The campaign is over: Macs still pending are reported as not seen before the deadline."""
+    seen = journal.attempts(run_id)
+    for name, _, state, reason, result in journal.hosts(run_id):
+        if state in ("pending", "running"):
+            a = seen[name]
+            why = not_seen_reason(campaign.until, a.last_seen, a.attempts, reason)
+            journal.host_done(run_id, name, "unreachable", why, {**(result or {"name": name}), "status": "unreachable",
+                                                                 "reason": why})
+    return "done"
 
 
 def results_of(journal: Journal, run_id: str) -> list[HostResult]:
     out = []
+    seen = journal.attempts(run_id)
     for name, _, state, reason, result in journal.hosts(run_id):
         if result:
             steps = [Step(**s) for s in result.pop("steps", [])]
-            out.append(HostResult(**{**result, "steps": steps}))
+            r = HostResult(**{**result, "steps": steps})
+            if state == "pending":  # a campaign's Mac, between attempts
+                r.status, r.reason = "pending", reason
         else:
-            out.append(HostResult(name, status="pending" if state in ("pending", "running") else state,
-                                         reason=reason or "not started"))
+            r = HostResult(name, status="pending" if state in ("pending", "running") else state,
+                           reason=reason or "not started")
+        a = seen.get(name)
+        if a:
+            r.attempts = a.attempts
+            r.first_attempt, r.last_attempt, r.last_seen, r.converged_at, r.next_retry = (
+                iso_time(t) for t in (a.first_attempt, a.last_attempt, a.last_seen, a.converged_at, a.next_retry))
+        out.append(r)
     return out
 
 
 def run(playbook_path: Path, inventory_path: Path, limit: str | None, extra: tuple[str, ...], forks: int,
         accept_new: bool, outputs: Outputs, console: Console, prompt: Callable[[str], str] | None,
-        retry_failed: str | None = None, journal: Journal | None = None, use_relays: bool = True) -> int:
+        retry_failed: str | None = None, journal: Journal | None = None, use_relays: bool = True,
+        until: datetime | None = None, retry_every: int | None = None, stay: bool = False,
+        use_wake: bool = True) -> int:
     journal = journal or Journal()
     if retry_failed:
         failed = [n for n, _, s, _, _ in journal.hosts(journal.run(retry_failed).id) if s in ("failed", "unreachable")]
@@ -266,18 +184,42 @@ def run(playbook_path: Path, inventory_path: Path, limit: str | None, extra: tup
     secrets = Secrets(prompt)
     book, inv, plans = _plans(playbook_path, inventory_path, limit, extra, secrets)
     _warn(book, console)
+    campaign = campaigns.of(until or book.until, retry_every if retry_every is not None else book.retry_every,
+                            "--until" if until else f"{book.path}: until")
+    if stay and not campaign:
+        raise UsageError("--stay keeps a campaign going: give --until (or until: in the playbook)")
     waves = assign([p.host.name for p in plans], inv.groups, book.waves, book.max_fail)
     run_id = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
     journal.start(run_id, book.action, playbook_path, inventory_path, limit, extra, forks,
-                  [(n, i) for i, (_, names) in enumerate(waves) for n in names])
-    console.print(f"run {run_id}: {book.action} on {len(plans)} Macs in {len(waves)} wave(s)", markup=False,
-                  highlight=False)
-    runner = Runner(journal, run_id, book, plans, secrets, forks, accept_new, console, use_relays)
-    return _execute(runner, waves, len(plans), outputs)
+                  [(n, i) for i, (_, names) in enumerate(waves) for n in names],
+                  until=campaign.until if campaign else None, retry_every=campaign.retry_every if campaign else None)
+    journal.record_progress(run_id)
+    console.print(f"run {run_id}: {book.action} on {len(plans)} Macs in {len(waves)} wave(s)"
+                  + (f", a campaign until {datetime.fromtimestamp(campaign.until):%Y-%m-%d %H:%M}" if campaign else ""))
+    runner = _runner(journal, run_id, book, plans, secrets, forks, accept_new, console, use_relays, campaign,
+                     use_wake, inventory_path, extra)
+    code = _execute(runner, waves, len(plans), outputs)
+    if stay:
+        return stay_until_done(journal, run_id, console, lambda: resume(
+            run_id, None, accept_new, outputs, console, prompt, journal, use_relays, use_wake), code)
+    return code
+
+
+def _runner(journal: Journal, run_id: str, book, plans: list[HostPlan], secrets: Secrets, forks: int, accept_new: bool,
+            console: Console, use_relays: bool, campaign: Campaign | None, use_wake: bool, inventory_path: Path,
+            extra) -> Runner:
+    """A Runner that checks identities and may plan a site's other Macs to wake sleepers through them."""
+    def plan_more(names: list[str]) -> list[HostPlan]:
+        return _plans(book.path, inventory_path, ",".join(names), extra, secrets)[2] if names else []
+
+    identities = identity.Book(journal, str(inventory_path.resolve()))
+    return Runner(journal, run_id, book, plans, secrets, forks, accept_new, console, use_relays, campaign, identities,
+                  use_wake, plan_more)
 
 
 def resume(run_id: str, forks: int | None, accept_new: bool, outputs: Outputs, console: Console,
-           prompt: Callable[[str], str] | None, journal: Journal | None = None, use_relays: bool = True) -> int:
+           prompt: Callable[[str], str] | None, journal: Journal | None = None, use_relays: bool = True,
+           use_wake: bool = True, stay: bool = False, continue_halted: bool = False) -> int:
     journal = journal or Journal()
     record = journal.run(run_id)
     left = journal.open_relays(run_id)
@@ -290,9 +232,22 @@ def resume(run_id: str, forks: int | None, accept_new: bool, outputs: Outputs, c
                          f"`fleetctl run ... --retry-failed {run_id}`")
     if record.state == "running":
         raise UsageError(f"run {run_id} is still running (pid {record.pid})")
+    campaign = Campaign(record.until, record.retry_every or campaigns.DEFAULT_RETRY_EVERY) if record.until else None
+    if campaign and record.state == "halted" and not continue_halted:
+        console.print(f"run {run_id} was HALTED by its failure threshold; a campaign does not continue by itself. "
+                      f"Fix the cause, then: fleetctl resume {run_id} --continue-halted", style="red")
+        return ExitCode.HALTED
     journal.reset_unfinished(run_id)
     hosts = journal.hosts(run_id)
-    pending = [n for n, _, s, _, _ in hosts if s not in DONE]  # failed Macs get another go too
+    if campaign:
+        if campaign.over(time.time()):
+            return _finish(journal, run_id, record.action, _deadline(journal, run_id, campaign), console, outputs)
+        pending, next_due = journal.due(run_id, time.time())
+        if not pending and next_due:
+            console.print(f"run {run_id}: nothing due; {convergence(journal, record)}")
+            return ExitCode.OK
+    else:
+        pending = [n for n, _, s, _, _ in hosts if s not in DONE]  # failed Macs get another go too
     if not pending:
         journal.finish(run_id, "done")
         return _finish(journal, run_id, record.action, "done", console, outputs)
@@ -302,12 +257,17 @@ def resume(run_id: str, forks: int | None, accept_new: bool, outputs: Outputs, c
     by_wave: dict[int, list[str]] = {}
     for name, wave, state, _, _ in hosts:
         by_wave.setdefault(wave, []).append(name)
-    waves = [(spec.get(i, spec[max(spec)]), [n for n in names if n in pending]) for i, names in sorted(by_wave.items())]
+    waves = [(spec.get(i, spec[max(spec)]), [n for n in names if campaign or n in pending]) for i, names in sorted(by_wave.items())]
     journal.start(run_id, book.action, Path(record.playbook), Path(record.inventory), record.limit,
                   tuple(record.extra), forks or record.forks, [(n, 0) for n in pending], resume=True)
-    console.print(f"resuming run {run_id}: {len(pending)} Macs left", markup=False, highlight=False)
-    runner = Runner(journal, run_id, book, plans, secrets, forks or record.forks, accept_new, console, use_relays)
-    return _execute(runner, waves, len(hosts), outputs)
+    console.print(f"resuming run {run_id}: {len(pending)} Macs" + (" due" if campaign else " left"))
+    runner = _runner(journal, run_id, book, plans, secrets, forks or record.forks, accept_new, console, use_relays,
+                     campaign, use_wake, Path(record.inventory), record.extra)
+    code = _execute(runner, waves, len(hosts), outputs)
+    if stay:
+        return stay_until_done(journal, run_id, console, lambda: resume(
+            run_id, forks, accept_new, outputs, console, prompt, journal, use_relays, use_wake), code)
+    return code
 
 
 def _close_relays(journal: Journal, record, names: list[str], forks: int, accept_new: bool, console: Console) -> None:
@@ -331,7 +291,8 @@ def list_runs(console: Console, journal: Journal | None = None) -> None:
         table.add_column(col)
     for r, counts in journal.runs():
         started = datetime.fromtimestamp(r.started).strftime("%Y-%m-%d %H:%M")
-        table.add_row(r.id, r.action, r.state, started, ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+        hosts = convergence(journal, r) if r.until else ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        table.add_row(r.id, r.action, r.state, started, hosts)
     console.print(table)
 
 
@@ -342,9 +303,10 @@ def show_report(run_id: str, outputs: Outputs, fmt: str | None, console: Console
     record = journal.run(run_id)
     results = results_of(journal, run_id)
     if fmt:
-        outfile.write(None, report_files.render(fmt, report_files.document(record, results)))
+        outfile.write(None, report_files.render(fmt, report_files.document(record, results, journal.progress(run_id))))
     else:
         report.summary(console, results)
-        console.print(f"run {run_id}: {record.action}, {record.state}", markup=False, highlight=False)
-    report_files.write(outputs, record, results)
+        console.print(f"run {run_id}: {record.action}, {record.state}" + (
+            f"; {convergence(journal, record)}" if record.until else ""))
+    report_files.write(outputs, record, results, journal.progress(run_id))
     return 0

@@ -7,6 +7,8 @@ read by `sudo -S -k` (which always asks, so the line is never run as a command).
 from __future__ import annotations
 
 import atexit
+import base64
+import hashlib
 import socket
 import threading
 import time
@@ -45,6 +47,14 @@ _FABRIC_CONFIG = fabric.Config(overrides={"load_ssh_configs": False})
 
 class Unreachable(FleetError):
     """The Mac could not be reached or refused us (network, host key, authentication)."""
+
+
+class HostKeyChanged(Unreachable):
+    """The Mac's host key is not the one known_hosts has for its name: PRESENTED is its fingerprint."""
+
+    def __init__(self, message: str, presented: str):
+        super().__init__(message)
+        self.presented = presented
 
 
 class TimedOut(FleetError):
@@ -181,9 +191,10 @@ class Connection:
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, DEAD_PEER_S * 1000)
             self.fabric.connect_kwargs["sock"] = sock
             self.fabric.open()
-        except paramiko.BadHostKeyException:
-            raise Unreachable(f"host key for {where.hostname} has CHANGED (not the one in {known_hosts}); "
-                              "refusing to connect — check the Mac, then fix known_hosts") from None
+        except paramiko.BadHostKeyException as e:
+            raise HostKeyChanged(f"host key for {where.hostname} has CHANGED (not the one in {known_hosts}); "
+                                 "refusing to connect — check the Mac, then fix known_hosts",
+                                 fingerprint(e.key.asbytes())) from None
         except paramiko.SSHException as e:
             text = str(e)
             if "not found in known_hosts" in text:
@@ -203,6 +214,7 @@ class Connection:
             raise Unreachable(reason) from None
         self.transport = self.client.get_transport()
         self.transport.set_keepalive(KEEPALIVE_S)
+        self.host_key = fingerprint(self.transport.get_remote_server_key().asbytes())
         self.bytes_sent = 0
 
     def run(self, script: str, mode: str = SHELL, password: str | None = None, timeout: float = 900) -> Result:
@@ -273,6 +285,11 @@ def _collect(chan: paramiko.Channel, deadline: float) -> tuple[Capture, Capture]
     while data := chan.recv_stderr(CHUNK):  # the channel is at EOF: what is left, then b""
         err.add(data)
     return out, err
+
+
+def fingerprint(key_bytes: bytes) -> str:
+    """SHA256:… of a host key, as `ssh-keygen -l` prints it."""
+    return "SHA256:" + base64.b64encode(hashlib.sha256(key_bytes).digest()).decode().rstrip("=")
 
 
 def _network_reason(e: BaseException) -> str:

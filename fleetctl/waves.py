@@ -66,13 +66,19 @@ def parse_duration(value: Any, where: str, what: str = "soak") -> int:
     return int(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
 
 
-def parse_time(value: Any, where: str) -> datetime:
+def parse_time(value: Any, where: str, what: str = "not_before") -> datetime:
     for fmt in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"):
         try:
             return datetime.strptime(str(value).strip(), fmt)
         except ValueError:
             pass
-    raise UsageError(f"{where}: not_before must be a local time like '2026-12-01 22:00'")
+    raise UsageError(f"{where}: {what} must be a local time like '2026-12-01 22:00'")
+
+
+def counts_as_failure(status: str) -> bool:
+    """What max_fail and failure_budget count: a Mac that failed. One that was not reached says
+    nothing about the rollout (asleep, away, off the network) and never halts a wave."""
+    return status == "failed"
 
 
 def parse_window(value: Any, where: str) -> tuple[time, time]:

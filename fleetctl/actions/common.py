@@ -63,7 +63,7 @@ def _requirements(s: Session, f: dict, needs_pod: bool) -> None:
                              f"(sudo -l -U {p.run_as}); give it NOPASSWD or set UseSudo: 0")
     if needs_pod and not facts.first(f, "pod_reached"):
         errors = "; ".join(f.get("pod_error", [])) or "no answer"
-        raise s.check_failed(s.mask(f"cannot reach the Qualys platform over HTTPS: {errors}"))
+        raise s.check_failed(s.mask(f"cannot reach the Qualys platform over HTTPS: {errors}"), transient=True)
     s.notes += f.get("pod_note", [])
 
 

@@ -1,6 +1,7 @@
 """`fleetctl inventory`: the inventory as fleetctl reads it."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -35,3 +36,24 @@ def inventory_cmd(inventory_path: Path, limit: str | None, as_list: bool, graph:
     for note in inventory.notes(inv):
         click.echo(f"warning: {note}", err=True)
     click.echo(inventory.describe(inv, limit, graph, host_name))
+
+
+@cli.command("identities")
+@INVENTORY
+@click.option("--forget", metavar="HOST", multiple=True, help="Forget what HOST was recorded as (repeatable): "
+              "after a Mac was replaced, its next contact records the new one.")
+def identities_cmd(inventory_path: Path, forget: tuple[str, ...]) -> None:
+    """Which Mac each inventory name is: serial, hardware UUID, Ethernet address, host key, last seen.
+
+    `run` and `resume` record them at a Mac's first contact and check them at every later one:
+    a different Mac answering for a name (DHCP gave its address to another Mac) is never acted on.
+
+    \b
+    Examples:
+      fleetctl identities -i laptops.yml
+      fleetctl identities -i laptops.yml --forget mac-017     # mac-017 was replaced
+    """
+    from fleetctl import identity
+    from fleetctl.cli.common import out
+
+    sys.exit(identity.show(out(), inventory_path, forget))

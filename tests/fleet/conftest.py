@@ -234,23 +234,23 @@ def lab_env(lab_dir: Path) -> dict:
     return env
 
 
-def _start(lab_dir: Path, hosts: int, personas: str) -> Lab:
+def _start(lab_dir: Path, hosts: int, personas: str, *extra: str) -> Lab:
     if os.geteuid() != 0:
         pytest.fail("fleet tests need root (network and mount namespaces): run them with `make test` as root")
-    fleetctl("lab", "up", "--hosts", str(hosts), "--personas", personas, "--dir", str(lab_dir))
+    fleetctl("lab", "up", "--hosts", str(hosts), "--personas", personas, "--dir", str(lab_dir), *extra)
     return Lab(lab_dir, yaml.safe_load((lab_dir / "inventory.yml").read_text()))
 
 
 @pytest.fixture(scope="module")
 def make_lab(tmp_path_factory: pytest.TempPathFactory):
-    """A lab of its own for one test module: make_lab(hosts, personas, name) -> (Lab, env).
+    """A lab of its own for one test module: make_lab(hosts, personas, name, *lab_up_options) -> (Lab, env).
     Every lab it started is taken down when the module ends, whatever happened."""
     started: list[Path] = []
 
-    def make(hosts: int, personas: str = "", name: str = "lab") -> tuple[Lab, dict]:
+    def make(hosts: int, personas: str = "", name: str = "lab", *extra: str) -> tuple[Lab, dict]:
         lab_dir = tmp_path_factory.mktemp(name)
         started.append(lab_dir)
-        return _start(lab_dir, hosts, personas), lab_env(lab_dir)
+        return _start(lab_dir, hosts, personas, *extra), lab_env(lab_dir)
 
     yield make
     for lab_dir in started:
