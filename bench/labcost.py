@@ -53,8 +53,8 @@ def _role(pid: int) -> str:
         return "unshare (PID namespace holder)"
     if comm == "sshd":
         return "sshd listener" if " -D " in f" {cmdline} " else "sshd (a session)"
-    if "qagent" in cmdline and " daemon" in cmdline:
-        return "agent daemon (python3)"
+    if cmdline.endswith("/MacOS/qualys-cloud-agent") or comm == "qualys-cloud-ag":
+        return "agent daemon (python3)"  # it names itself as the real daemon is named
     return comm
 
 

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fleetctl import campaign as campaigns
-from fleetctl import engine, identity, inventory, outfile, playbook, relay, report, report_files
+from fleetctl import engine, identity, inventory, outfile, playbook, relay, report, report_files, wake
 from fleetctl.actions import ACTIONS
 from fleetctl.campaign import Campaign, not_seen_reason, until_text
 from fleetctl.errors import UsageError
@@ -75,6 +75,8 @@ def show_plan(playbook_path: Path, inventory_path: Path, limit: str | None, extr
 
 def _scripts(p: HostPlan, book: playbook.Playbook) -> str:
     parts = ACTIONS[book.action].scripts(p, book)
+    if p.site:  # run by a reachable neighbour when this Mac does not answer (--no-wake: never)
+        parts += wake.Send([]).scripts(p, book)
     return "\n".join(f"# --- {name}\n{text}" for name, text in parts)
 
 

@@ -251,8 +251,11 @@ class Connection:
                 if not chan.status_event.wait(max(0.0, deadline - time.monotonic())):
                     raise socket.timeout()
                 rc = chan.recv_exit_status()
+            except socket.timeout:
+                _signal(chan, "TERM")  # the command may never end by itself: stop it, then close
+                raise
             finally:
-                chan.close()  # on a timeout too: sshd then ends the command's session
+                chan.close()
         except (OSError, EOFError, paramiko.SSHException) as e:
             if time.monotonic() >= deadline:
                 raise TimedOut(f"timed out after {timeout:g}s") from None
@@ -263,6 +266,21 @@ class Connection:
 
     def close(self) -> None:
         self.fabric.close()
+
+
+def _signal(chan: paramiko.Channel, name: str) -> None:
+    """Ask sshd to send signal NAME to the command (RFC 4254 6.9 "signal", which OpenSSH's sshd
+    honours); paramiko has no call for this request, so it is written as the RFC gives it."""
+    m = paramiko.Message()
+    m.add_byte(paramiko.common.cMSG_CHANNEL_REQUEST)
+    m.add_int(chan.remote_chanid)
+    m.add_string("signal")
+    m.add_boolean(False)
+    m.add_string(name)
+    try:
+        chan.transport._send_user_message(m)
+    except (OSError, EOFError, paramiko.SSHException):
+        pass  # the connection is gone: so is the command's session
 
 
 def _collect(chan: paramiko.Channel, deadline: float) -> tuple[Capture, Capture]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from fleetctl import facts, render
-from fleetctl.engine import HostFailed, Session
+from fleetctl.engine import Session
 from fleetctl.plan import HostPlan
 from fleetctl.playbook import Playbook
 from fleetctl.results import HostResult
@@ -62,12 +62,3 @@ def plan(unreached: list[HostResult], plans: dict[str, HostPlan], ether: dict[st
         if p is not None and p.site in sites and name not in sites[p.site].sleepers:
             sites[p.site].senders.append(name)
     return [w for w in sites.values() if w.senders]
-
-
-def not_woken_reason(result: HostResult, ether: str | None, site: str | None) -> str | None:
-    """Why an unreached Mac was not sent a packet, for its reason (None: it was, or it has no site)."""
-    if not site:
-        return None
-    if not ether:
-        return "not woken: no wired Ethernet address recorded (Wi-Fi cannot wake a Mac)"
-    return None

@@ -29,11 +29,15 @@ unified log (UNIFIED_LOG, read with the `log show` shim). Only these messages ar
     log-errors     [Error] Data collection failed for module INV: command timed out (after each contact)
     chatty-agent   CHATTY_LINES (agentdaemon.py) every cycle, whatever LogLevel says: harmless
                    levels whose text says "error", "failed", "Fatal", "ERROR:" or even "[Error]"
+    hostile-output HOSTILE_LINES and the HUGE_LINE_BYTES line (once per log file) after the start-up
+                   line, HOSTILE_CYCLE_LINE after each contact: raw bytes (terminal escapes, HTML,
+                   NUL, invalid UTF-8), written with log_bytes, not log, whatever LogLevel says
 """
 import fcntl
 import json
 import os
 import re
+import sys
 import threading
 import time
 
@@ -169,13 +173,28 @@ def unified_record(level: str, message: str, when: float, pid: int, tid: int) ->
             "process": "qualys-cloud-agent", "image": DAEMON}
 
 
-def _append(path: str, text: str, dir_mode: int, file_mode: int) -> None:
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _append(path: str, chunks, dir_mode: int, file_mode: int) -> None:
+    """Append what CHUNKS() yields under an exclusive lock on the file: the line's time is taken
+    once the lock is held, so lines stay in time order and one written in pieces (the huge
+    line) is never split by another process's line."""
     os.makedirs(os.path.dirname(path), mode=dir_mode, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, file_mode)
     try:
-        os.write(fd, text.encode())
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        for chunk in chunks():
+            _write_all(fd, chunk)
     finally:
         os.close(fd)
+
+
+def log_path(config: dict) -> str:
+    return os.path.join(config.get("LogFileDir") or "/var/log/qualys/", "qualys-cloud-agent.log")
 
 
 def log(level: str, message: str, config=None, always: bool = False) -> None:
@@ -183,10 +202,122 @@ def log(level: str, message: str, config=None, always: bool = False) -> None:
     config = config or read_config()
     if not always and LEVELS.index(level) > int(config.get("LogLevel", "3")):
         return
-    when, pid, tid = time.time(), os.getpid(), threading.get_ident()
     if config.get("LogDestType") == "syslog":
-        record = unified_record(level, message, when, pid, tid)
-        _append(UNIFIED_LOG, json.dumps(record) + "\n", 0o700, 0o600)
+        _record(level, message)
     else:
-        path = os.path.join(config.get("LogFileDir") or "/var/log/qualys/", "qualys-cloud-agent.log")
-        _append(path, log_line(level, message, when, pid, tid), 0o755, 0o644)
+        pid, tid = os.getpid(), threading.get_ident()
+        _append(log_path(config), lambda: [log_line(level, message, time.time(), pid, tid).encode()], 0o755, 0o644)
+
+
+def _record(level: str, message: str) -> None:
+    """One record in the unified log (LogDestType=syslog)."""
+    pid, tid = os.getpid(), threading.get_ident()
+    _append(UNIFIED_LOG, lambda: [(json.dumps(unified_record(level, message, time.time(), pid, tid)) + "\n").encode()],
+            0o700, 0o600)
+
+
+# ---- persona hostile-output: what a broken or compromised Mac says, byte for byte ----
+
+HOSTILE = "hostile-output"
+HOSTILE_LINES = [  # (level, message): each a trick on whoever shows the text (terminal, browser, parser)
+    ("Error", b"Module update failed: \x1b]0;PWNED-TITLE\x07"),  # OSC 0: the terminal's window title
+    ("Error", b"Scan engine reset\x1b[2J\x1b[H"),  # clear the screen, cursor home
+    ("Warning", b"Clipboard sync: \x1b]52;c;cm0gLXJmIH4=\x07"),  # OSC 52: base64("rm -rf ~") into the clipboard
+    ("Error", b"Manifest check failed: \x9b2J\x9b31mC1 CSI"),  # 8-bit CSI (C1 0x9b): clear, red
+    ("Error", b"Binary signature INVALID\x08\x08\x08\x08\x08\x08\x08 valid \rAll checks passed"),  # BS/CR overwrite
+    ("Error", b"<script>alert('fleet')</script><img src=x onerror=alert(1)>"),  # HTML report injection
+    ("Error", b"Inventory item: before\x00after NUL"),  # NUL ends C strings, not the line
+    ("Error", b"Data collection output: \xff\xfe\xc3\x28 not UTF-8"),  # invalid UTF-8
+]
+HOSTILE_CYCLE_LINE = (b"Data collection failed for module VM: \x1b]0;PWNED-TITLE\x07\x1b[2J\x1b[H"
+                      b"<script>alert('fleet')</script>\x9b31m\x00\xff\xfe\xc3\x28")
+HOSTILE_TEXT = b"".join(message + b"\n" for _, message in HOSTILE_LINES)  # what the hostile tools print
+HUGE_MARKER = b"Scan engine state dump: "
+HUGE_LINE_BYTES = 60 << 20  # the whole line, date to newline: 62,914,560 bytes
+_HUGE_BLOCK = b"\x1b[41m" + b"Q" * 59  # 64 bytes, repeated
+SYSLOG_MAX = 2048  # what the unified log keeps of one syslog(3) message (the huge line is cut)
+
+
+def log_bytes(level: str, message: bytes, config: dict) -> None:
+    """One line whose MESSAGE reaches the log file byte for byte, whatever LogLevel says. In the
+    unified log, what syslog(3) hands it: up to the first NUL, invalid UTF-8 replaced."""
+    if config.get("LogDestType") == "syslog":
+        _record(level, message.split(b"\0", 1)[0][:SYSLOG_MAX].decode("utf-8", "replace"))
+        return
+    pid, tid = os.getpid(), threading.get_ident()
+    _append(log_path(config), lambda: [_prefix(level, pid, tid) + message + b"\n"], 0o755, 0o644)
+
+
+def _prefix(level: str, pid: int, tid: int) -> bytes:
+    """A line's date, time, pid, level and thread id, now: all but its message."""
+    return log_line(level, "", time.time(), pid, tid)[:-1].encode()
+
+
+def file_contains(path: str, needle: bytes, chunk: int = 1 << 20) -> bool:
+    """Whether PATH holds NEEDLE, read a chunk at a time (the log may be hundreds of MB)."""
+    try:
+        f = open(path, "rb")
+    except OSError:
+        return False
+    with f:
+        tail = b""
+        while block := f.read(chunk):
+            if needle in tail + block:
+                return True
+            tail = block[-(len(needle) - 1):]
+    return False
+
+
+def log_huge_once(level: str, config: dict) -> bool:
+    """The one huge line of this log file, HUGE_LINE_BYTES long, unless the file has it already:
+    written 1 MiB at a time under the log's lock. Not for syslog (see SYSLOG_MAX)."""
+    path = log_path(config)
+    if config.get("LogDestType") == "syslog" or file_contains(path, HUGE_MARKER):
+        return False
+    pid, tid = os.getpid(), threading.get_ident()
+
+    def chunks():
+        head = _prefix(level, pid, tid) + HUGE_MARKER
+        left = HUGE_LINE_BYTES - len(head) - 1
+        yield head
+        block = _HUGE_BLOCK * ((1 << 20) // len(_HUGE_BLOCK))
+        while left > 0:
+            yield block[:left]
+            left -= len(block)
+        yield b"\n"
+
+    _append(path, chunks, 0o755, 0o644)
+    return True
+
+
+def print_hostile() -> None:
+    """HOSTILE_TEXT on stdout and on stderr, flushed: the hostile tools' output."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+        stream.buffer.write(HOSTILE_TEXT)
+        stream.buffer.flush()
+
+
+# ---- what ps and pgrep see ----
+
+def set_process_name(argv: list, comm: str) -> None:
+    """Show this process as ARGV (/proc/<pid>/cmdline: `ps ax`, `pgrep -f`) named COMM (the
+    kernel's name: `ps -e`, `pgrep`; 15 bytes at most on Linux), as the program a Mac runs
+    rather than the python3 running it. Call it before starting threads.
+
+    /proc/self/comm sets the name as prctl(PR_SET_NAME) does, and /proc/self/mem writes ARGV
+    over the original argument strings (padded with NULs; only if it fits): neither needs
+    ctypes, which would cost every simulated Mac's daemon ~1 MB more."""
+    try:
+        with open("/proc/self/comm", "wb") as f:
+            f.write(comm.encode()[:15])
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b") ", 1)[1].split()
+        start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end (stat fields 48, 49)
+        title = b"\0".join(a.encode() for a in argv) + b"\0"
+        if len(title) <= end - start:
+            with open("/proc/self/mem", "r+b", buffering=0) as mem:
+                mem.seek(start)
+                mem.write(title + b"\0" * (end - start - len(title)))
+    except (OSError, IndexError, ValueError):
+        pass  # a name is cosmetic: never a reason for the daemon not to start

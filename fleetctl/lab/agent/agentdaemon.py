@@ -17,8 +17,9 @@ import socket
 import sys
 import urllib.parse
 
-from agentcommon import (host_traits, CA_BUNDLE, CONTENTS, DATA, LAB, ONDEMAND, PID_FILE, SCAN_TYPES, log, read_config,
-                         write_atomic)
+from agentcommon import (host_traits, CA_BUNDLE, CONTENTS, DAEMON, DATA, HOSTILE, HOSTILE_CYCLE_LINE, HOSTILE_LINES,
+                         LAB, ONDEMAND, PID_FILE, SCAN_TYPES, log, log_bytes, log_huge_once, read_config,
+                         set_process_name, write_atomic)
 from proxyfile import ProxyConfigError, bypass, load_proxy_file
 
 # ssl, http.client, plistlib, random and base64 are imported where they are used: the
@@ -171,6 +172,8 @@ def cycle(config: dict, known_hostid: str) -> str:
     path = hostid_path(config)
     hostid = read_hostid(path) or known_hostid
     answer = contact(config, hostid)
+    if HOSTILE in host_traits():
+        log_bytes("Error", HOSTILE_CYCLE_LINE, config)
     if answer is not None:
         if "log-errors" in host_traits():  # logged before the hostid appears, as one cycle's work
             log("Error", LOG_ERRORS_LINE, config)
@@ -225,6 +228,15 @@ def chatter(config: dict) -> None:
         log(level, message, config, always=True)
 
 
+def hostile_start(config: dict) -> None:
+    """The hostile-output persona's start-up: HOSTILE_LINES with the huge line among them."""
+    for level, message in HOSTILE_LINES[:4]:
+        log_bytes(level, message, config)
+    log_huge_once("Error", config)
+    for level, message in HOSTILE_LINES[4:]:
+        log_bytes(level, message, config)
+
+
 def _wait(wake_fd: int, seconds: float) -> None:
     """Sleep until the interval ends or a SIGHUP arrives (its byte lands on WAKE_FD)."""
     if select.select([wake_fd], [], [], seconds)[0]:
@@ -244,6 +256,9 @@ def daemon(args: list) -> None:
             pass
         sys.exit(0)
 
+    # As launchd runs it on a Mac: argv is the plist's ProgramArguments, the name the binary's
+    # (cut to 15 bytes by Linux: qualys-cloud-ag); not python3 and the wrapper's -c code.
+    set_process_name([DAEMON], os.path.basename(DAEMON))
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
@@ -258,6 +273,8 @@ def daemon(args: list) -> None:
             f.write("139\n")
         os.unlink(PID_FILE)
         sys.exit(139)
+    if HOSTILE in host_traits():
+        hostile_start(read_config())
     hostid = ""
     for _ in range(MAX_CYCLES):
         config = read_config()

@@ -1,5 +1,6 @@
 """The agent's other tools: qagent_upgrade.sh, qagent_restart.sh, qagent_uninstall.sh and
-cloudagentctl.sh (queues an on-demand scan for the daemon, agentdaemon.py, to run).
+cloudagentctl.sh (queues an on-demand scan for the daemon, agentdaemon.py, to run; on a
+hostile-output Mac it queues nothing and drips output until its session goes, see drip).
 """
 import json
 import os
@@ -7,8 +8,12 @@ import signal
 import sys
 import time
 
-from agentcommon import (APP, DATA, LEGACY, ONDEMAND, PLIST, SCAN_TYPES, SUPPORT, Invalid, daemon_pid, int_in,
-                         key_values, require_root, write_atomic)
+from agentcommon import (APP, CONTENTS, DATA, HOSTILE, LEGACY, ONDEMAND, PLIST, SCAN_TYPES, SUPPORT, Invalid,
+                         daemon_pid, host_traits, int_in, key_values, print_hostile, require_root, set_process_name,
+                         write_atomic)
+
+DRIP_EVERY_S = 0.2
+DRIP_FOR_S = 1800  # a hung tool on a real Mac may never stop; this one stops after 30 minutes
 
 
 def upgrade(args: list) -> None:
@@ -60,6 +65,8 @@ def ctl(args: list) -> None:
     throttle = values.get("cputhrottle", "0")
     if not int_in(throttle, 0, 1000):
         raise Invalid(f"Invalid cputhrottle '{throttle}': expected 0..1000\n{usage}")
+    if HOSTILE in host_traits():
+        drip(args)
     pid = daemon_pid()
     if not pid:
         raise Invalid("cloudagentctl.sh: the qualys-cloud-agent daemon is not running")
@@ -76,3 +83,23 @@ def ctl(args: list) -> None:
                  json.dumps({"control_id": control_id, "type": values["type"], "cputhrottle": int(throttle)}), 0o600)
     os.kill(pid, signal.SIGHUP)
     print(f"On-Demand-Request ControlId: {control_id}")
+
+
+def drip(args: list) -> None:
+    """Persona hostile-output: HOSTILE_TEXT, then a short chunk every DRIP_EVERY_S, never a
+    newline, never closing stdout; no scan is queued. It dies with its SSH session like a
+    shell script would: SIGHUP and SIGPIPE kill it (whatever it inherited), a write error
+    (EPIPE, or EIO from a hung-up pty) ends it; and after DRIP_FOR_S it gives up (exit 1)."""
+    for sig in (signal.SIGHUP, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_DFL)
+    set_process_name(["/bin/sh", CONTENTS + "/MacOS/cloudagentctl.sh", *args], "cloudagentctl.sh")
+    try:
+        print_hostile()
+        out = sys.stdout.buffer
+        for n in range(int(DRIP_FOR_S / DRIP_EVERY_S)):
+            out.write(b"\x1b[2K\rWaiting for scan engine (%d)" % n)
+            out.flush()
+            time.sleep(DRIP_EVERY_S)
+    except OSError:
+        os._exit(141)
+    os._exit(1)

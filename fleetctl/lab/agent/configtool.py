@@ -1,7 +1,8 @@
 """qualys-cloud-agent.sh: the simulated agent's configuration tool.
 
 It validates every Key=Value like the real tool (a bad one: a message, exit 1, nothing
-changed), saves the settings, logs what it received and wakes the daemon with SIGHUP.
+changed), saves the settings, logs what it received and wakes the daemon with SIGHUP. On a
+hostile-output Mac it prints HOSTILE_TEXT on stdout and stderr first, then does the same.
 The hostid is not its job: the daemon writes it after reaching the platform.
 """
 import grp
@@ -11,8 +12,8 @@ import re
 import signal
 import urllib.parse
 
-from agentcommon import (CONFIG, DEFAULTS, Invalid, daemon_pid, int_in, key_values, log, read_settings,
-                         require_root, write_atomic)
+from agentcommon import (CONFIG, DEFAULTS, HOSTILE, Invalid, daemon_pid, host_traits, int_in, key_values, log,
+                         print_hostile, read_settings, require_root, write_atomic)
 
 DEFAULT_SERVER_URI = "https://qagpublic.qg1.fleetlab.test/CloudAgent"
 UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -70,6 +71,8 @@ def validate(key: str, value: str) -> None:
 def configure(args: list) -> None:
     """Validate, save, tell the daemon (SIGHUP). The hostid comes later, from the platform."""
     require_root("qualys-cloud-agent.sh")
+    if HOSTILE in host_traits():  # persona hostile-output: garbage first, then the tool's usual work
+        print_hostile()
     if not args:
         raise Invalid("Usage: qualys-cloud-agent.sh ActivationId=<uuid> CustomerId=<uuid> "
                       "[ServerUri=<url>/CloudAgent] [Option=Value ...]")
