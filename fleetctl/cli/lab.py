@@ -23,24 +23,31 @@ DIR_OPTION = click.option(
 
 
 @lab.command("up")
-@click.option("--hosts", "count", type=click.IntRange(1, 2000), help="How many Macs to start on the lab's own "
-              "network (required unless --sites is given).")
+@click.option("--hosts", "count", type=click.IntRange(0, 2000), help="How many Macs to start on the lab's own "
+              "network (required unless --sites is given; 0 with --sites: only the sites' Macs).")
 @click.option("--sites", default="", help="Branch offices, each its own LAN behind one uplink shaped to RATE "
               'both ways (tc tbf): "NAME=COUNT@RATE,...", e.g. "berlin=20@20mbit,paris=10@5mbit"; '
               "their Macs follow the --hosts ones.")
-@click.option("--personas", default="", help='Per-host traits in order, e.g. "x86_64*3,lowdisk,sudo-password+x86_64".')
+@click.option("--personas", default="", help='Per-host traits in order, e.g. "x86_64*3,lowdisk,sudo-password+x86_64"; '
+              'laptops: "away=40%", "asleep", "asleep-wifi", "renumbered*2".')
+@click.option("--seed", type=int, default=1, show_default=True, help="The Macs' serial numbers, hardware UUIDs and "
+              "addresses, and the away schedules, derive from it: the same seed gives the same Macs.")
+@click.option("--away-period", type=float, default=20.0, show_default=True, metavar="SECONDS",
+              help="How long an away=P% laptop stays gone each time, on average.")
 @DIR_OPTION
-def lab_up(count: int | None, sites: str, personas: str, lab_dir: Path) -> None:
+def lab_up(count: int | None, sites: str, personas: str, seed: int, away_period: float, lab_dir: Path) -> None:
     """Start simulated Macs (real SSH servers) and write DIR/inventory.yml.
 
     \b
     Examples:
       fleetctl lab up --hosts 20 --personas "x86_64*5,installer-fails,proxy-only"
       fleetctl lab up --hosts 2 --sites "berlin=20@20mbit,paris=10@5mbit"
+      fleetctl lab up --hosts 1 --sites "berlin=4@20mbit" --personas "arm64,away=40%,asleep,asleep-wifi"
     """
     from fleetctl.lab import fleet
 
-    lab_state = fleet.up(lab_dir, count or 0, personas, progress=err, site_spec=sites)
+    lab_state = fleet.up(lab_dir, count or 0, personas, progress=err, site_spec=sites, seed=seed,
+                         away_period=away_period)
     from fleetctl.lab.status import show
 
     show(lab_state, out())
@@ -75,6 +82,39 @@ def lab_status(lab_dir: Path) -> None:
     from fleetctl.lab.status import show
 
     show(fleet.load(lab_dir), out())
+
+
+@lab.command("sleep")
+@click.argument("names", nargs=-1, required=True)
+@DIR_OPTION
+def lab_sleep(names: tuple[str, ...], lab_dir: Path) -> None:
+    """Put asleep Macs (woken by a magic packet) back to sleep; returns once they are asleep.
+
+    \b
+    Example:
+      fleetctl lab sleep mac-003 mac-004 --dir .fleetlab
+    """
+    from fleetctl.lab import laptopctl
+
+    laptopctl.sleep(lab_dir, list(names))
+    click.echo(f"asleep: {' '.join(names)}")
+
+
+@lab.command("renumber")
+@DIR_OPTION
+def lab_renumber(lab_dir: Path) -> None:
+    """Move the renumbered Macs' addresses in a ring, as DHCP after a trip: each takes the next
+    one's address (the last the first's). Host keys stay with their Macs; inventory.yml and
+    known_hosts keep the old addresses, as an admin's would.
+
+    \b
+    Example:
+      fleetctl lab renumber --dir .fleetlab
+    """
+    from fleetctl.lab import laptopctl
+
+    for name, old, new in laptopctl.renumber(lab_dir):
+        click.echo(f"{name}: {old} -> {new}")
 
 
 @lab.command("pkg")

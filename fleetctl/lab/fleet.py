@@ -1,116 +1,40 @@
-"""Bring a simulated Mac fleet up and down, and remember what was started (DIR/state.json).
+"""Bring a simulated Mac fleet up and down.
 
 Up validates everything first, claims a slot by creating its bridge, then builds files,
-network, pod, proxy and one sshd per Mac; any failure tears down what was started. Down stops
+network, pod, proxy and one sshd per Mac, then (when some Macs are laptops) the laptops process
+that sends them away or to sleep; any failure tears down what was started. Down stops
 processes by pid and removes namespaces, the bridge and the sites' bridges and uplinks,
-leaving nothing behind.
+leaving nothing behind, whatever state the laptops are in.
 
-state.json: {"dir", "slot", "hosts": [{"name", "index", "address", "user", "personas", "pid", "site"}],
-"pod_pid", "proxy_pid", "proxy_front_pid", "created_paths",
-"sites": [{"name", "index", "rate", "bridge", "uplink_main", "uplink_site", "hosts": [names]}]}
+What was started is in DIR/state.json (lab/state.py); inventory.yml and known_hosts are written
+by lab/inventory.py; starting and stopping processes is lab/processes.py.
 """
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import yaml
 from rich.console import Console
 
 from fleetctl.errors import LabError, UsageError
-from fleetctl.lab import hosts, network, personas, pkgbuild, pod, proxy
+from fleetctl.lab import hosts, identity, network, personas, pkgbuild, pod, processes, proxy
+from fleetctl.lab.inventory import write_inventory, write_known_hosts
+from fleetctl.lab.processes import in_mount_namespace, kill, spawn
+# What callers (CLI, tests, bench) use from here, wherever it lives now.
+from fleetctl.lab.state import LabHost, LabSite, LabState, alive, load, save, site, site_uplink_bytes, state_file
+
+__all__ = ["LabHost", "LabSite", "LabState", "alive", "down", "load", "site", "site_uplink_bytes", "up"]
 
 AGENT_VERSION = "6.1.0.20"
-BOOT = Path(__file__).with_name("boot.py")
-READY_TIMEOUT_S = 30
-STOP_TIMEOUT_S = 10
 MAX_HOSTS = 2000
-
-
-@dataclass
-class LabHost:
-    name: str
-    index: int
-    address: str
-    user: str
-    personas: list[str]
-    pid: int | None = None  # sshd; None for unreachable Macs
-    site: str | None = None  # its branch-office site; None: on the lab's own bridge
-
-
-@dataclass
-class LabSite:
-    """A branch office: its Macs on a bridge of their own, one shaped uplink to the lab's bridge."""
-
-    name: str
-    index: int
-    rate: str  # tc's notation, e.g. 20mbit, both directions
-    bridge: str
-    uplink_main: str  # the uplink's end on the lab's bridge: its tx_bytes went controller -> site
-    uplink_site: str
-    hosts: list[str] = field(default_factory=list)
-
-
-@dataclass
-class LabState:
-    dir: str
-    slot: int
-    hosts: list[LabHost] = field(default_factory=list)
-    pod_pid: int | None = None
-    proxy_pid: int | None = None  # tinyproxy
-    proxy_front_pid: int | None = None  # proxyauth.py, where the Macs find the proxy
-    created_paths: list[str] = field(default_factory=list)
-    sites: list[LabSite] = field(default_factory=list)
-
-    @property
-    def namespaces(self) -> list[str]:
-        return [network.netns(self.slot, h.index) for h in self.hosts if "unreachable" not in h.personas]
-
-
-def _state_file(lab_dir: Path) -> Path:
-    return lab_dir / "state.json"
-
-
-def _save(state: LabState) -> None:
-    path = _state_file(Path(state.dir))
-    path.write_text(json.dumps(asdict(state), indent=1))
-
-
-def load(lab_dir: Path) -> LabState:
-    path = _state_file(lab_dir)
-    if not path.exists():
-        raise LabError(f"no lab is running in {lab_dir}; start one with `fleetctl lab up --hosts N --dir {lab_dir}`")
-    raw = json.loads(path.read_text())
-    raw["hosts"] = [LabHost(**h) for h in raw["hosts"]]
-    raw["sites"] = [LabSite(**s) for s in raw.get("sites", [])]
-    return LabState(**raw)
-
-
-def site(state: LabState, name: str) -> LabSite:
-    found = next((s for s in state.sites if s.name == name), None)
-    if found is None:
-        known = ", ".join(s.name for s in state.sites) or "none"
-        raise LabError(f"the lab in {state.dir} has no site {name!r} (its sites: {known})")
-    return found
-
-
-def site_uplink_bytes(lab_dir: Path, name: str, from_site: bool = False) -> int:
-    """Bytes that crossed site NAME's uplink so far: controller -> site (the default; pod and
-    proxy traffic too), or site -> controller with FROM_SITE. Traffic within the site's LAN
-    never crosses it. Take the difference of two readings."""
-    state = load(lab_dir.resolve())
-    found = site(state, name)
-    return (network.uplink_rx_bytes if from_site else network.uplink_tx_bytes)(state.slot, found.index)
+MAX_AWAY_PERIOD_S = 86400
+LAPTOPS_STATUS = "laptops/status.json"
 
 
 def _preflight() -> None:
@@ -152,113 +76,8 @@ def _packages(lab_dir: Path) -> dict[str, Path]:
     return out
 
 
-def _spawn(argv: list[str], log: Path) -> int:
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                start_new_session=True, close_fds=True)
-    return proc.pid
-
-
-def _in_mount_namespace(directory: Path, netns: str | None = None) -> list[str]:
-    """A Mac also gets its own PID namespace, so `ps` and pids show only its own processes."""
-    mac = ["ip", "netns", "exec", netns, "unshare", "--pid", "--fork", "--kill-child", "--mount-proc"] if netns else ["unshare"]
-    return [*mac, "--mount", "--uts", "--propagation", "private",
-            "/usr/bin/python3", "-I", "-S", str(BOOT), str(directory)]
-
-
-def _wait_proxy(state: LabState) -> None:
-    """The front and tinyproxy behind it both accept connections (bounded wait)."""
-    ends = [(network.controller_address(state.slot), network.PROXY_PORT),
-            (proxy.inner_address(state.slot), network.PROXY_PORT)]
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while ends:
-        try:
-            socket.create_connection(ends[0], timeout=0.5).close()
-            ends.pop(0)
-        except OSError:
-            if time.monotonic() > deadline or not (alive(state.proxy_pid) and alive(state.proxy_front_pid)):
-                log = (Path(state.dir) / "proxy" / "proxy.log").read_text(errors="replace").strip()
-                raise LabError(f"the lab proxy does not answer on {ends[0][0]}:{ends[0][1]}: {log[-500:]}")
-            time.sleep(0.1)
-
-
-def _wait_listening(state: LabState) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    pending = [h for h in state.hosts if h.pid]
-    while pending and time.monotonic() < deadline:
-        still = []
-        for h in pending:
-            if not alive(h.pid):
-                log = (Path(state.dir) / "hosts" / h.name / "sshd.log").read_text(errors="replace").strip()
-                raise LabError(f"{h.name}: sshd exited at start: {log[-500:]}")
-            try:
-                socket.create_connection((h.address, 22), timeout=0.5).close()
-            except OSError:
-                still.append(h)
-        pending = still
-        if pending:
-            time.sleep(0.1)
-    if pending:
-        raise LabError(f"{len(pending)} Macs did not answer on port 22 within {READY_TIMEOUT_S}s, e.g. {pending[0].name}")
-
-
-def alive(pid: int | None) -> bool:
-    """Running and not a zombie (a pid from state.json may be long gone)."""
-    if not pid:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[-1][:1] != "Z"
-    except OSError:
-        return False
-
-
-def _write_inventory(state: LabState, pkgs: dict[str, Path]) -> Path:
-    lab_dir = Path(state.dir)
-    host_vars = {}
-    jump = next((h for h in state.hosts if "jump-host" in h.personas), None)
-    for h in state.hosts:
-        host_vars[h.name] = {
-            "ansible_host": h.address,
-            "ansible_port": 22,
-            "ansible_user": h.user,
-            "lab_personas": h.personas,
-        }
-        if "sudo-password" in h.personas:
-            host_vars[h.name]["fleetctl_become_secret"] = "lab_sudo_password"
-        if "behind-bastion" in h.personas and jump:
-            host_vars[h.name]["ansible_ssh_common_args"] = f"-J {jump.user}@{jump.address}"
-        if "proxy-only" in h.personas:
-            host_vars[h.name].update({"proxy_urls": [proxy.url(lab_dir, state.slot)], "proxy_user": proxy.USER,
-                                      "proxy_password_secret": "lab_proxy_password"})
-    children = {}
-    for s in state.sites:
-        children[s.name] = {"vars": {"fleetctl_site": s.name}, "hosts": {name: None for name in s.hosts}}
-    inventory = {"all": {
-        "vars": {
-            "ansible_ssh_private_key_file": str(lab_dir / "id_ed25519"),
-            "fleetctl_known_hosts": str(lab_dir / "known_hosts"),
-            "agent_pkg_arm64": str(pkgs["arm64"]),
-            "agent_pkg_x86_64": str(pkgs["x86_64"]),
-            "server_uri": f"https://{hosts.POD_NAME}/CloudAgent",
-            "fleetctl_pod_ca": hosts.LAB_CA,
-            "lab_proxy_url": proxy.url(lab_dir, state.slot),
-            "lab_proxy_user": proxy.USER,
-            "lab_proxy_password_file": str(lab_dir / "proxy-password"),
-            "lab_proxy2_user": proxy.USER2,  # a second account, for per-proxy credentials
-            "lab_proxy2_password_file": str(lab_dir / "proxy2-password"),
-            "lab_sudo_password_file": str(lab_dir / "sudo-password"),
-        },
-        "hosts": host_vars,
-        **({"children": children} if children else {}),
-    }}
-    path = lab_dir / "inventory.yml"
-    header = "# Written by `fleetctl lab up`: the simulated Macs, in Ansible's inventory layout.\n"
-    path.write_text(header + yaml.safe_dump(inventory, sort_keys=False))
-    return path
-
-
-def _plan(count: int, persona_spec: str, site_spec: str) -> tuple[list[personas.HostSpec], list[personas.SiteSpec]]:
+def _plan(count: int, persona_spec: str, site_spec: str, away_period: float,
+          seed: int) -> tuple[list[personas.HostSpec], list[personas.SiteSpec]]:
     """Validate every option before anything starts: COUNT Macs on the lab's bridge come first,
     then each site's, in --sites order; personas apply to all of them in that order."""
     sites = personas.parse_sites(site_spec)
@@ -267,18 +86,42 @@ def _plan(count: int, persona_spec: str, site_spec: str) -> tuple[list[personas.
     total = count + sum(s.count for s in sites)
     if total > MAX_HOSTS:
         raise UsageError(f"the lab would have {total} Macs (--hosts and --sites together); at most {MAX_HOSTS}")
+    if not 0.5 <= away_period <= MAX_AWAY_PERIOD_S:
+        raise UsageError(f"--away-period {away_period:g}: give seconds from 0.5 to {MAX_AWAY_PERIOD_S}")
+    if seed < 0:
+        raise UsageError(f"--seed {seed}: give a number from 0 up")
     sized_by = f"--hosts {count} and --sites give {total}" if sites else ""
     return personas.parse(persona_spec, total, sized_by), sites
 
 
+def _host(slot: int, spec: personas.HostSpec, seed: int) -> LabHost:
+    ident = identity.derive(seed, spec.index)
+    return LabHost(spec.name, spec.index, network.host_address(slot, spec.index), spec.user, spec.as_list(),
+                   serial=ident.serial, hardware_uuid=ident.hardware_uuid,
+                   ethernet=None if spec.wifi_only else ident.ethernet, wifi=ident.wifi)
+
+
+def _start_laptops(state: LabState) -> None:
+    """The one process that sends away and asleep Macs off their LAN (and back); up waits until
+    it has put every laptop in its first state."""
+    lab_dir = Path(state.dir)
+    (lab_dir / "laptops").mkdir(exist_ok=True)
+    log = lab_dir / "laptops" / "laptops.log"
+    state.laptops_pid = spawn([sys.executable, "-m", "fleetctl.lab.laptops", "--dir", str(lab_dir)], log)
+    save(state)
+    processes.wait_file(lab_dir / LAPTOPS_STATUS, state.laptops_pid, log, "the lab's laptops process")
+
+
 def up(lab_dir: Path, count: int, persona_spec: str, progress: Console | None = None,
-       site_spec: str = "") -> LabState:
+       site_spec: str = "", seed: int = 1, away_period: float = 20.0) -> LabState:
     """Start COUNT simulated Macs on the lab's network and SITE_SPEC's branch offices
-    (`berlin=20@20mbit,...`) behind their uplinks; returns the saved state."""
-    specs, sites = _plan(count, persona_spec, site_spec)
+    (`berlin=20@20mbit,...`) behind their uplinks; returns the saved state. SEED: the Macs'
+    hardware identities and the away schedules derive from it; AWAY_PERIOD: an away=P% laptop's
+    average absence, in seconds."""
+    specs, sites = _plan(count, persona_spec, site_spec, away_period, seed)
     _preflight()
     lab_dir = lab_dir.resolve()
-    if _state_file(lab_dir).exists():
+    if state_file(lab_dir).exists():
         raise UsageError(f"a lab is already running in {lab_dir}; stop it with `fleetctl lab down --dir {lab_dir}`")
     say = progress.print if progress else (lambda *a, **k: None)
     lab_dir.mkdir(parents=True, exist_ok=True)
@@ -287,10 +130,8 @@ def up(lab_dir: Path, count: int, persona_spec: str, progress: Console | None = 
     network.make_room(len(specs))
     slot = network.claim_slot()  # the lab's bridge: from here on, down() undoes what up did
     try:
-        state = LabState(dir=str(lab_dir), slot=slot)
-        for spec in specs:
-            state.hosts.append(LabHost(spec.name, spec.index, network.host_address(slot, spec.index),
-                                       spec.user, spec.as_list()))
+        state = LabState(dir=str(lab_dir), slot=slot, seed=seed, away_period=away_period)
+        state.hosts = [_host(slot, spec, seed) for spec in specs]
         first = count
         for s in sites:
             members = state.hosts[first:first + s.count]
@@ -299,7 +140,7 @@ def up(lab_dir: Path, count: int, persona_spec: str, progress: Console | None = 
                                        *network.uplink(slot, s.index), [h.name for h in members]))
             for h in members:
                 h.site = s.name
-        _save(state)
+        save(state)
         say(f"building agent packages {AGENT_VERSION} (arm64, x86_64)…")
         pkgs = _packages(lab_dir)
         client_pub = _client_key(lab_dir)
@@ -311,35 +152,40 @@ def up(lab_dir: Path, count: int, persona_spec: str, progress: Console | None = 
             if not Path(mac_path).exists():
                 Path(mac_path).mkdir(parents=True)
                 state.created_paths.append(mac_path)
-        _save(state)
+        save(state)
         say(f"preparing {len(specs)} Macs…")
         reachable = [s for s in specs if not s.has("unreachable")]
         with ThreadPoolExecutor(max_workers=8) as pool:
             jump = personas.jump_host(specs)
-            list(pool.map(lambda s: hosts.prepare_host(lab_dir, slot, s, client_pub, jump), specs))
+            list(pool.map(lambda s: hosts.prepare_host(lab_dir, slot, s, client_pub, jump, seed), specs))
         for s in sites:
             network.create_site(slot, s.index, s.rate_bps)
-        bridges = {h.index: site(state, h.site).bridge for h in state.hosts if h.site}
-        network.create_hosts(slot, [(s.index, not s.has("proxy-only"), s.has("slowlink")) for s in reachable], bridges)
-        state.pod_pid = _spawn([sys.executable, "-m", "fleetctl.lab.pod", "--dir", str(lab_dir / "pod"),
-                                "--address", network.pod_address(slot), "--port", str(network.POD_PORT)],
-                               lab_dir / "pod" / "pod.log")
-        pdir = proxy.prepare(lab_dir, slot)
-        state.proxy_pid = _spawn(_in_mount_namespace(pdir), pdir / "proxy.log")
-        state.proxy_front_pid = _spawn(proxy.front_argv(lab_dir, slot), pdir / "proxy.log")
         by_index = {h.index: h for h in state.hosts}
+        bridges = {h.index: site(state, h.site).bridge for h in state.hosts if h.site}
+        network.create_hosts(slot, [network.MacLink(s.index, by_index[s.index].primary, not s.has("proxy-only"),
+                                                    s.has("slowlink")) for s in reachable], bridges)
+        state.pod_pid = spawn([sys.executable, "-m", "fleetctl.lab.pod", "--dir", str(lab_dir / "pod"),
+                               "--address", network.pod_address(slot), "--port", str(network.POD_PORT)],
+                              lab_dir / "pod" / "pod.log")
+        pdir = proxy.prepare(lab_dir, slot)
+        state.proxy_pid = spawn(in_mount_namespace(pdir), pdir / "proxy.log")
+        state.proxy_front_pid = spawn(proxy.front_argv(lab_dir, slot), pdir / "proxy.log")
         for spec in reachable:
             hdir = hosts.host_dir(lab_dir, spec)
-            by_index[spec.index].pid = _spawn(_in_mount_namespace(hdir, network.netns(slot, spec.index)), hdir / "sshd.log")
-        _save(state)
+            by_index[spec.index].pid = spawn(in_mount_namespace(hdir, network.netns(slot, spec.index)),
+                                             hdir / "sshd.log")
+        save(state)
         say("waiting for the Macs to answer…")
-        _wait_listening(state)
-        _wait_proxy(state)
-        (lab_dir / "known_hosts").write_text("".join(hosts.known_hosts_line(lab_dir, slot, s) for s in reachable))
-        _write_inventory(state, pkgs)
+        processes.wait_listening(state)
+        processes.wait_proxy(state)
+        if any(h.laptop for h in state.hosts):
+            say("sending the laptops away and to sleep…")
+            _start_laptops(state)
+        write_known_hosts(lab_dir, slot, reachable)
+        write_inventory(state, pkgs)
     except BaseException:
         say("[red]lab up failed; cleaning up[/red]")
-        if _state_file(lab_dir).exists():
+        if state_file(lab_dir).exists():
             down(lab_dir)
         else:
             network.delete_bridge(slot)
@@ -348,31 +194,18 @@ def up(lab_dir: Path, count: int, persona_spec: str, progress: Console | None = 
     return state
 
 
-def _kill(pids: list[int]) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + STOP_TIMEOUT_S / 2
-        while any(alive(p) for p in pids) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        pids = [p for p in pids if alive(p)]
-        if not pids:
-            return
-    raise LabError(f"processes {pids} would not stop")
-
-
 def down(lab_dir: Path) -> None:
-    """Stop everything the lab in LAB_DIR started; safe to run twice."""
+    """Stop everything the lab in LAB_DIR started; safe to run twice. The laptops process goes
+    first, so nothing moves a Mac while the Macs stop."""
     lab_dir = lab_dir.resolve()
     state = load(lab_dir)
+    if state.laptops_pid and alive(state.laptops_pid):
+        kill([state.laptops_pid])
     pids = [h.pid for h in state.hosts if h.pid and alive(h.pid)]
     for ns in state.namespaces:
         pids += network.namespace_pids(ns)
     pids += [p for p in (state.pod_pid, state.proxy_pid, state.proxy_front_pid) if p and alive(p)]
-    _kill(sorted(set(pids)))
+    kill(sorted(set(pids)))
     network.delete_namespaces(state.namespaces)
     network.delete_links([dev for s in state.sites for dev in (s.uplink_main, s.bridge)])
     network.delete_bridge(state.slot)
@@ -382,4 +215,4 @@ def down(lab_dir: Path) -> None:
                 Path(path).rmdir()
             except OSError:
                 pass
-    _state_file(lab_dir).unlink()
+    state_file(lab_dir).unlink()

@@ -12,7 +12,7 @@ import subprocess
 from importlib import resources
 from pathlib import Path
 
-from fleetctl.lab import network
+from fleetctl.lab import identity, network
 from fleetctl.lab.personas import MACOS, HostSpec
 
 ADMIN_UID = 501
@@ -23,7 +23,9 @@ LAB_CA = "/Library/Keychains/fleetlab-root-ca.pem"
 # Mac paths each host gets privately; they must exist (empty) on the real root as mount points.
 MAC_PATHS = ["/Applications", "/Library", "/Users", "/private", "/etc/qualys", "/var/log/qualys", "/usr/local/qualys"]
 SHIMS = ["installer", "sw_vers", "pkgutil", "launchctl", "sysctl", "uname", "df", "system_profiler", "dscl", "log",
-         "fleetlab-session"]
+         "fleetlab-session", "ioreg", "ifconfig", "networksetup", "pgrep"]
+SHIM_MODULES = ["macshim.py", "shimcommon.py", "launchd.py", "logshow.py", "hardware.py", "netports.py"]
+LINUX_IFCONFIG = "/usr/sbin/ifconfig"  # /sbin/ifconfig too (merged /usr): the Mac's own answers there
 GIB = 1 << 30
 # sshd's own files, at a path inside the Mac: the lab dir itself may be hidden (e.g. under /tmp).
 SSHD_DIR = "/private/var/fleetlab/sshd"
@@ -71,8 +73,7 @@ def write_macbin(lab_dir: Path) -> Path:
     shutil.rmtree(macbin, ignore_errors=True)
     (macbin / ".lib").mkdir(parents=True)
     lib = macbin / ".lib"
-    for package, name in [("fleetctl.lab.mac", "macshim.py"), ("fleetctl.lab.mac", "shimcommon.py"),
-                          ("fleetctl.lab.mac", "launchd.py"), ("fleetctl.lab.mac", "logshow.py"),
+    for package, name in [*(("fleetctl.lab.mac", m) for m in SHIM_MODULES),
                           ("fleetctl", "xar.py"), ("fleetctl", "cpio.py")]:
         (lib / name).write_bytes(resources.files(package).joinpath(name).read_bytes())
     # A tiny launcher imports the precompiled shim modules: compiling them on every
@@ -119,9 +120,11 @@ def _mkdirs(root: Path) -> None:
     os.chown(root / "Users/qagent", AGENT_USER_UID, STAFF_GID)
 
 
-def host_facts(spec: HostSpec, lab_ca: str) -> dict:
-    """What the shims report for this Mac (read from /private/var/fleetlab/host.json)."""
+def host_facts(spec: HostSpec, lab_ca: str, seed: int = 1) -> dict:
+    """What the shims report for this Mac (read from /private/var/fleetlab/host.json): its
+    system, and its hardware identity, derived from the lab's SEED and its index."""
     version, build = MACOS[spec.macos]
+    ident = identity.derive(seed, spec.index)
     return {
         "name": spec.name,
         "arch": spec.arch,
@@ -132,12 +135,18 @@ def host_facts(spec: HostSpec, lab_ca: str) -> dict:
         "disk_total_kb": 488245288,
         "disk_free_kb": 81920 if spec.has("lowdisk") else 201326592,
         "lab_ca": lab_ca,
+        "laptop": spec.wifi_only,  # a MacBook Pro; wired Macs are Mac minis
+        "serial": ident.serial,
+        "hardware_uuid": ident.hardware_uuid,
+        "provisioning_udid": ident.provisioning_udid,
+        "ports": identity.ports(ident, spec.wifi_only),
     }
 
 
 def _sshd_config(spec: HostSpec, address: str, jump_address: str | None) -> str:
+    # A renumbered Mac listens on whatever address DHCP gives it (as macOS's sshd does everywhere).
     lines = [
-        f"ListenAddress {address}",
+        f"ListenAddress {'0.0.0.0' if spec.has('renumbered') else address}",
         "Port 22",
         f"HostKey {SSHD_DIR}/ssh_host_ed25519_key",
         f"PidFile {SSHD_DIR}/sshd.pid",
@@ -170,7 +179,8 @@ def _sudoers(spec: HostSpec) -> str:
     return "admin ALL=(ALL) NOPASSWD: ALL\n"
 
 
-def prepare_host(lab_dir: Path, slot: int, spec: HostSpec, client_pub: str, jump: HostSpec | None) -> Path:
+def prepare_host(lab_dir: Path, slot: int, spec: HostSpec, client_pub: str, jump: HostSpec | None,
+                 seed: int = 1) -> Path:
     """Write a fresh Mac for SPEC; returns its directory (boot.json says how to start it)."""
     hdir = host_dir(lab_dir, spec)
     shutil.rmtree(hdir, ignore_errors=True)
@@ -179,7 +189,7 @@ def prepare_host(lab_dir: Path, slot: int, spec: HostSpec, client_pub: str, jump
     meta = root / "private/var/fleetlab"
     lab_ca = lab_dir / "pod" / "cert.pem"
     shutil.copyfile(lab_ca, root / LAB_CA.lstrip("/"))
-    (meta / "host.json").write_text(json.dumps(host_facts(spec, LAB_CA), indent=1))
+    (meta / "host.json").write_text(json.dumps(host_facts(spec, LAB_CA, seed), indent=1))
     # sshd's default, as on a Mac: ~/.ssh/authorized_keys of the account logging in
     for home, uid, gid in (("Users/admin", ADMIN_UID, STAFF_GID), ("private/var/root", 0, 0)):
         _authorize(root / home, uid, gid, client_pub)
@@ -200,6 +210,8 @@ def prepare_host(lab_dir: Path, slot: int, spec: HostSpec, client_pub: str, jump
     binds += [[str(root / "private/tmp"), "/tmp"], [str(sudoers), "/etc/sudoers.d"], [str(lab_dir / "macbin"), "/usr/local/bin"]]
     binds += [[str(lab_dir / "etc" / name), f"/etc/{name}"] for name in ("passwd", "group", "shadow", "hosts")]
     binds += _persona_binds(lab_dir, spec)
+    if Path(LINUX_IFCONFIG).exists():  # a script calling /sbin/ifconfig gets the Mac's, not Linux's
+        binds.append([str(lab_dir / "macbin" / "ifconfig"), LINUX_IFCONFIG])
     boot = {"binds": binds, "hostname": spec.name, "argv": ["/usr/sbin/sshd", "-D", "-e", "-f", f"{SSHD_DIR}/sshd_config"]}
     (hdir / "boot.json").write_text(json.dumps(boot, indent=1))
     return hdir

@@ -7,7 +7,12 @@ reachable from a Mac only through a route the proxy-only persona does not get.
 A branch-office site i is a bridge of its own (flab<slot>s<i>) for its Macs' LAN, joined to the
 lab's bridge by one veth pair, the uplink (fl<slot>u<i>m on the lab's bridge, fl<slot>u<i>s on the
 site's), shaped with tbf in both directions. Addresses stay in the lab's /19, so nothing is routed:
-the site reaches the controller, the pod and the proxy only through its uplink.
+the site reaches the controller, the pod and the proxy only through its uplink. The uplink acts
+as the router a real office has there for Wake-on-LAN: magic packets (UDP to port 7 or 9,
+EtherType 0x0842) do not cross it either way (no_wake_across), so a Mac wakes only from its LAN.
+
+Each Mac's eth0 carries its primary port's hardware address (lab/identity.py) and a route for
+the limited broadcast (255.255.255.255), which a Mac sends out of its primary interface.
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import ipaddress
 import os
 import signal
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 from fleetctl.errors import LabError
@@ -25,6 +31,18 @@ PROXY_PORT = 3128
 SLOW_RATE = "40mbit"
 KERNEL_HZ = 250  # Debian's CONFIG_HZ: a tbf bucket holds at least one tick's worth of bytes
 MIN_BURST_BYTES = 4000  # 32kbit
+WAKE_PORTS = (7, 9)  # Wake-on-LAN's UDP ports
+WOL_ETHERTYPE = 0x0842
+
+
+@dataclass(frozen=True)
+class MacLink:
+    """How one reachable Mac joins the network."""
+
+    index: int
+    mac: str  # its eth0's hardware address
+    direct: bool = True  # has a route to the pod (proxy-only Macs do not)
+    slow: bool = False  # its link shaped to SLOW_RATE
 
 
 def claim_slot() -> int:
@@ -130,8 +148,9 @@ def _no_ipv6(dev: str) -> None:
 def tbf(dev: str, rate_bps: int) -> None:
     """Shape DEV's egress to RATE_BPS bits/s (tbf: netem is not available on every machine)."""
     burst = max(MIN_BURST_BYTES, rate_bps // 8 // KERNEL_HZ)
-    done = subprocess.run(["tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", f"{rate_bps}bit",
-                           "burst", str(burst), "latency", "400ms"], capture_output=True, text=True)
+    done = subprocess.run(["tc", "qdisc", "add", "dev", dev, "root", "handle", "1:", "tbf",
+                           "rate", f"{rate_bps}bit", "burst", str(burst), "latency", "400ms"],
+                          capture_output=True, text=True)
     if done.returncode != 0:
         raise LabError(f"shaping {dev} to {rate_bps} bit/s failed: {done.stderr.strip()}")
 
@@ -149,7 +168,56 @@ def create_site(slot: int, site: int, rate_bps: int) -> None:
         _no_ipv6(dev)
     for dev in (main_end, site_end):
         tbf(dev, rate_bps)
+        no_wake_across(dev)
     _ip_batch([f"link set {dev} up" for dev in (br, main_end, site_end)])
+
+
+def no_wake_across(dev: str) -> None:
+    """Drop Wake-on-LAN packets leaving through DEV (an uplink end, shaped by tbf 1:), as the
+    router between two subnets does: tbf's child becomes an htb whose class 10:1 passes
+    everything else unshaped (tbf still shapes) and whose class 10:2, fed by u32 filters on UDP
+    ports 7 and 9 and EtherType 0x0842, ends in a pfifo of length 0. (This kernel has u32 but
+    no tc actions such as gact drop, nor flower.)"""
+    lines = [f"qdisc add dev {dev} parent 1:1 handle 10: htb default 1",
+             f"class add dev {dev} parent 10: classid 10:1 htb rate 10gbit quantum 60000",
+             f"class add dev {dev} parent 10: classid 10:2 htb rate 8kbit quantum 1514",
+             f"qdisc add dev {dev} parent 10:2 handle 20: pfifo limit 0"]
+    lines += [f"filter add dev {dev} parent 10: protocol ip prio {n} u32 match ip protocol 17 0xff "
+              f"match ip dport {port} 0xffff flowid 10:2" for n, port in enumerate(WAKE_PORTS, start=1)]
+    lines.append(f"filter add dev {dev} parent 10: protocol {WOL_ETHERTYPE:#06x} prio 9 u32 match u32 0 0 flowid 10:2")
+    done = subprocess.run(["tc", "-batch", "-"], input="\n".join(lines) + "\n", capture_output=True, text=True)
+    if done.returncode != 0:
+        raise LabError(f"keeping Wake-on-LAN off {dev} failed: {done.stderr.strip()}")
+
+
+def wake_drops(dev: str) -> int:
+    """Magic packets no_wake_across dropped on DEV so far."""
+    done = subprocess.run(["tc", "-s", "qdisc", "show", "dev", dev], capture_output=True, text=True)
+    lines = done.stdout.splitlines()
+    for n, line in enumerate(lines):
+        if line.startswith("qdisc pfifo 20:") and n + 1 < len(lines) and "dropped " in lines[n + 1]:
+            return int(lines[n + 1].split("dropped ")[1].split(",")[0])
+    return 0
+
+
+def mac_up(slot: int, index: int, address: str, direct: bool) -> list[str]:
+    """`ip` lines, run in the Mac's namespace, that put it on the LAN at ADDRESS (again)."""
+    lines = [f"addr replace {address}/19 brd + dev eth0", "link set eth0 up",
+             "route replace 255.255.255.255/32 dev eth0"]  # the limited broadcast leaves by eth0, as on a Mac
+    if direct:
+        lines.append(f"route replace {pod_address(slot)}/32 via {controller_address(slot)}")
+    return lines
+
+
+def in_mac(slot: int, index: int, lines: list[str]) -> None:
+    """Run `ip` LINES in Mac INDEX's network namespace."""
+    _ip_batch(lines, netns(slot, index))
+
+
+def forget(slot: int, address: str) -> None:
+    """The controller forgets ADDRESS's hardware address, as it would once the Mac had been gone
+    for longer than an ARP entry lives: its next connection asks anew (and nobody answers)."""
+    subprocess.run(["ip", "neigh", "flush", "to", address, "dev", bridge(slot)], capture_output=True)
 
 
 def uplink_tx_bytes(slot: int, site: int) -> int:
@@ -169,27 +237,22 @@ def _counter(dev: str, name: str) -> int:
         raise LabError(f"no uplink {dev}: is the lab with this site still up?") from None
 
 
-def create_hosts(slot: int, hosts: list[tuple[int, bool, bool]], bridges: dict[int, str] | None = None) -> None:
-    """HOSTS: (index, can reach the pod directly, slow link) for every reachable Mac.
+def create_hosts(slot: int, hosts: list[MacLink], bridges: dict[int, str] | None = None) -> None:
+    """A namespace and a veth pair for every reachable Mac in HOSTS, eth0 inside with its address.
     BRIDGES: the bridge of a Mac (by index) that is not on the lab's own, i.e. its site's."""
     root: list[str] = []
-    for index, _, _ in hosts:
-        ns, v = netns(slot, index), veth(slot, index)
-        br = (bridges or {}).get(index, bridge(slot))
-        root += [f"netns add {ns}", f"link add {v} type veth peer name eth0 netns {ns}", f"link set {v} master {br} up"]
+    for h in hosts:
+        ns, v = netns(slot, h.index), veth(slot, h.index)
+        br = (bridges or {}).get(h.index, bridge(slot))
+        root += [f"netns add {ns}", f"link add {v} type veth peer name eth0 address {h.mac} netns {ns}",
+                 f"link set {v} master {br} up"]
     _ip_batch(root)
-    for index, direct, slow in hosts:
-        lines = [
-            "link set lo up",
-            f"addr add {host_address(slot, index)}/19 dev eth0",
-            "link set eth0 up",
-        ]
-        if direct:
-            lines.append(f"route add {pod_address(slot)}/32 via {controller_address(slot)}")
-        _ip_batch(lines, netns(slot, index))
-        if slow:
+    for h in hosts:
+        _ip_batch(["link set lo up", *mac_up(slot, h.index, host_address(slot, h.index), h.direct)],
+                  netns(slot, h.index))
+        if h.slow:
             subprocess.run(
-                ["tc", "qdisc", "add", "dev", veth(slot, index), "root", "tbf",
+                ["tc", "qdisc", "add", "dev", veth(slot, h.index), "root", "tbf",
                  "rate", SLOW_RATE, "burst", "32kbit", "latency", "400ms"],
                 check=True, capture_output=True,
             )

@@ -36,10 +36,27 @@ TRAITS = {
     "behind-bastion": "accepts SSH only through the lab's jump host (ProxyJump)",
     "relay-dies": "as a relay, serves half of a relay-*.pkg with cat, then its SSH session dies",
     "relay-corrupts": "as a relay, serves a relay-*.pkg with cat with one byte flipped in the middle",
+    "hostile-output": "a broken or compromised Mac: terminal escapes, HTML, NUL, invalid UTF-8 and a huge line in "
+                      "its agent log and tool output; an on-demand scan that drips output forever",
+    # Laptops (lab/laptops.py drives them): a client sees them as it sees a Mac that is not there.
+    "away": "a laptop that leaves the network about P% of the time (away=P%, e.g. away=40%), in random periods "
+            "(lab up --away-period): its link goes down, nothing answers at its address",
+    "asleep": "sleeps (no SSH, no ARP answer) until a Wake-on-LAN magic packet for its Ethernet address comes "
+              "from its own LAN (a Mac of its site; off any site, also the controller); then awake until lab sleep",
+    "asleep-wifi": "a Wi-Fi-only laptop asleep for good: its radio is off, no magic packet wakes it",
+    "renumbered": "`fleetctl lab renumber` moves these Macs' addresses in a ring, as DHCP after a trip "
+                  "(needs two or more; inventory and known_hosts keep the old addresses)",
 }
 ALL = (*ARCHES, *MACOS, *TRAITS)
+SHOWN = tuple("away=P%" if p == "away" else p for p in ALL)  # how the persona is written
 EXCLUSIVE = [set(ARCHES), set(MACOS), {"sudo-password", "nosudo"}, {"jump-host", "behind-bastion", "unreachable"},
-             {"relay-dies", "relay-corrupts"}]
+             {"relay-dies", "relay-corrupts"}, {"away", "asleep", "asleep-wifi", "renumbered", "unreachable"}]
+AWAY = re.compile(r"away=(\d{1,2})%")
+
+
+def base(persona: str) -> str:
+    """The persona's name without its value: away=40% -> away."""
+    return persona.partition("=")[0]
 
 
 @dataclass(frozen=True)
@@ -62,7 +79,18 @@ class HostSpec:
         return next((p for p in self.personas if p in MACOS), NEWEST_MACOS)
 
     def has(self, trait: str) -> bool:
-        return trait in self.personas
+        return any(base(p) == trait for p in self.personas)
+
+    @property
+    def away_percent(self) -> int | None:
+        """away=P%: how much of the time this laptop is gone; None: never."""
+        found = next((AWAY.fullmatch(p) for p in self.personas if base(p) == "away"), None)
+        return int(found.group(1)) if found else None
+
+    @property
+    def wifi_only(self) -> bool:
+        """A laptop with Wi-Fi (en0) and no Ethernet port; every other Mac is wired (Ethernet en0)."""
+        return self.has("asleep-wifi")
 
     @property
     def user(self) -> str:
@@ -70,7 +98,7 @@ class HostSpec:
 
     def as_list(self) -> list[str]:
         """The full persona list recorded in the inventory (defaults made explicit)."""
-        traits = [p for p in self.personas if p in TRAITS]
+        traits = [p for p in self.personas if base(p) in TRAITS]
         return [self.arch, self.macos, *traits]
 
 
@@ -83,13 +111,20 @@ def _entry(text: str, where: str) -> tuple[tuple[str, ...], int]:
         count = int(count_text)
     names = tuple(p.strip() for p in body.split("+"))
     for name in names:
-        if name not in ALL:
-            raise UsageError(f"--personas {where}: unknown persona {name!r}; choose from {', '.join(ALL)}")
+        if base(name) not in ALL:
+            raise UsageError(f"--personas {where}: unknown persona {name!r}; choose from {', '.join(SHOWN)}")
+        if base(name) == "away":
+            found = AWAY.fullmatch(name)
+            if not found or not 1 <= int(found.group(1)) <= 99:
+                raise UsageError(f"--personas {where}: write away=P% with P from 1 to 99 (the share of the time "
+                                 "the laptop is gone), e.g. away=40%")
+        elif "=" in name:
+            raise UsageError(f"--personas {where}: {base(name)!r} takes no value; write it as {base(name)}")
     for group in EXCLUSIVE:
-        clash = [n for n in names if n in group]
+        clash = [n for n in names if base(n) in group]
         if len(clash) > 1:
             raise UsageError(f"--personas {where}: {' and '.join(clash)} cannot be combined on one host")
-    if len(set(names)) != len(names):
+    if len({base(n) for n in names}) != len(names):
         raise UsageError(f"--personas {where}: a persona is repeated")
     return names, count
 
@@ -111,6 +146,9 @@ def parse(spec: str, hosts: int, sized_by: str = "") -> list[HostSpec]:
     if len(jumps) > 1 or (not jumps and any("behind-bastion" in names for names in plan)):
         raise UsageError("--personas: behind-bastion Macs need exactly one jump-host Mac, e.g. "
                          '"jump-host,behind-bastion*5"')
+    if sum("renumbered" in names for names in plan) == 1:
+        raise UsageError("--personas: renumbered Macs take each other's addresses in a ring (`fleetctl lab "
+                         'renumber`): give at least two, e.g. "renumbered*2"')
     return [HostSpec(i, names) for i, names in enumerate(plan, start=1)]
 
 

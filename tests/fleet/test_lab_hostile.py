@@ -14,7 +14,6 @@ import time
 import pytest
 
 from conftest import ACTIVATION, APP_BIN, CUSTOMER, LOG, Lab, Mac
-from fleetctl.lab import hosts
 
 HUGE = 60 * 1024 * 1024  # the huge line, date to newline
 DAEMON = f"{APP_BIN}/qualys-cloud-agent"
@@ -172,9 +171,6 @@ def test_healthy_mac_shows_the_daemon_by_its_name(hostile_lab: Lab):
     assert mac.ok("pgrep -f MacOS/qualys-cloud-agent").split() == [str(pid)]
 
 
-@pytest.mark.xfail("pgrep" not in hosts.SHIMS, strict=True,
-                   reason="Debian's pgrep matches the 15-byte kernel name only; macOS's (launchd.pgrep) "
-                          "is not yet on the Macs' PATH (hosts.SHIMS, macshim.COMMANDS)")
 def test_pgrep_finds_the_daemon_by_its_full_name_as_on_a_mac(hostile_lab: Lab):
     mac = hostile_lab.mac("mac-002")
     if mac.run(f"test -x {DAEMON}").returncode:

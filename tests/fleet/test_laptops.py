@@ -47,7 +47,7 @@ def _state(lab: Lab) -> dict:
 
 
 def test_a_campaign_converges_across_resumes_and_a_sigkill(make_lab):
-    lab, env = make_lab(5, "away=50%*4", "awaylab", "--away-period", "3", "--seed", "7")
+    lab, env = make_lab(5, "away=50%*4", "awaylab", "--away-period", "10", "--seed", "7")
     inventory = str(lab.dir / "inventory.yml")
     first = _run(env, "run", str(ROLLOUT), "-i", inventory, "--until", _until(600), "--retry-every", "10s")
     assert first.returncode in (0, 3), first.stdout + first.stderr

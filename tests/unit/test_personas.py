@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from fleetctl.errors import UsageError
@@ -55,3 +57,44 @@ def test_log_personas_combine_with_everything_and_reach_the_mac():
     assert facts["traits"] == ["chatty-agent", "log-errors"] and facts["arch"] == "x86_64"
     for trait in ("chatty-agent", "log-errors"):
         assert trait in personas.TRAITS and personas.TRAITS[trait]
+
+
+def test_laptop_personas_parse_and_keep_their_value():
+    hosts = personas.parse("away=40%*2,asleep+x86_64,asleep-wifi,renumbered*2", 7)
+    assert [h.personas for h in hosts[:6]] == [("away=40%",), ("away=40%",), ("asleep", "x86_64"),
+                                               ("asleep-wifi",), ("renumbered",), ("renumbered",)]
+    assert hosts[0].as_list() == ["arm64", "macos15", "away=40%"]
+    assert hosts[0].has("away") and hosts[0].away_percent == 40 and hosts[2].away_percent is None
+    assert hosts[3].wifi_only and not hosts[2].wifi_only and not hosts[6].wifi_only
+    assert hosts[4].has("renumbered") and not hosts[4].has("away")
+
+
+@pytest.mark.parametrize("spec, hosts, message", [
+    ("away", 1, "write away=P% with P from 1 to 99"),
+    ("away=0%", 1, "write away=P% with P from 1 to 99"),
+    ("away=100%", 1, "write away=P% with P from 1 to 99"),
+    ("away=40", 1, "write away=P%"),
+    ("away=x%", 1, "write away=P%"),
+    ("asleep=3", 1, "'asleep' takes no value; write it as asleep"),
+    ("away=40%+asleep", 1, "away=40% and asleep cannot be combined"),
+    ("asleep+asleep-wifi", 1, "cannot be combined"),
+    ("renumbered+unreachable", 1, "cannot be combined"),
+    ("away=20%+away=30%", 1, "cannot be combined"),
+    ("renumbered", 2, r"renumbered Macs take each other's addresses in a ring .*: give at least two"),
+    ("sleepy", 1, r"unknown persona 'sleepy'; choose from .*away=P%, asleep, asleep-wifi, renumbered"),
+])
+def test_bad_laptop_specs_name_the_entry_and_the_fix(spec, hosts, message):
+    with pytest.raises(UsageError, match=message):
+        personas.parse(spec, hosts)
+
+
+def test_every_mac_reports_its_own_hardware_identity():
+    wired, laptop = personas.parse("x86_64,asleep-wifi", 2)
+    facts = hosts.host_facts(wired, hosts.LAB_CA, seed=7)
+    assert re.fullmatch(r"C02[0-9A-HJ-NP-Z]{9}", facts["serial"])
+    assert [p["device"] for p in facts["ports"] if p["kind"] in ("ethernet", "wifi")] == ["en0", "en1"]
+    assert facts["ports"][0]["port"] == "Ethernet" and not facts["laptop"]
+    other = hosts.host_facts(laptop, hosts.LAB_CA, seed=7)
+    assert [(p["port"], p["device"]) for p in other["ports"] if p["kind"] == "wifi"] == [("Wi-Fi", "en0")]
+    assert not any(p["kind"] == "ethernet" for p in other["ports"]) and other["laptop"]
+    assert facts["serial"] != other["serial"] and facts == hosts.host_facts(wired, hosts.LAB_CA, seed=7)

@@ -4,9 +4,10 @@
 Outputs match ../../shared/spec/qualys-macos-agent.md byte for byte where it quotes them.
 Per-host facts come from /private/var/fleetlab/host.json (written by the lab); every
 invocation is counted in /private/var/fleetlab/counts/<command> so tests can assert on it.
-launchctl lives in launchd.py and `log show` in logshow.py; what every command shares (host
-facts, the counter, fail) in shimcommon.py. The lab copies them all, with xar.py and cpio.py,
-into /usr/local/bin/.lib on every Mac. Stdlib only: this runs with the Mac's /usr/bin/python3.
+launchctl lives in launchd.py, `log show` in logshow.py, ioreg and the hardware overview in
+hardware.py, ifconfig and networksetup in netports.py; what every command shares (host facts,
+the counter, fail) in shimcommon.py. The lab copies them all, with xar.py and cpio.py, into
+/usr/local/bin/.lib on every Mac. Stdlib only: this runs with the Mac's /usr/bin/python3.
 """
 import os
 import sys
@@ -57,11 +58,13 @@ def uname(args: list) -> None:
 
 
 def sysctl(args: list) -> None:
+    import hardware
+
     f = facts()
     oids = {
         "hw.memsize": str(f["memsize"]),
-        "hw.ncpu": "8",
-        "hw.model": "Mac14,5" if f["arch"] == "arm64" else "MacBookPro16,1",
+        "hw.ncpu": str(hardware.model(f)["ncpu"]),
+        "hw.model": hardware.model(f)["id"],
         "kern.osproductversion": f["product_version"],
         "kern.hostname": f["name"],
     }
@@ -88,18 +91,12 @@ def df(args: list) -> None:
 
 
 def system_profiler(args: list) -> None:
-    import uuid
+    import hardware
 
     f = facts()
-    hw_uuid = str(uuid.uuid5(uuid.NAMESPACE_DNS, f["name"] + ".fleetlab")).upper()
-    chip = "Chip: Apple M2 Pro" if f["arch"] == "arm64" else "Processor Name: 8-Core Intel Core i9"
-    memory = f"{f['memsize'] >> 30} GB" if f["memsize"] >= 1 << 30 else f"{f['memsize'] >> 20} MB"
     release = DARWIN[f["product_version"].split(".")[0]]
     sections = {
-        "SPHardwareDataType": ["Hardware:", "", "    Hardware Overview:", "",
-                               "      Model Name: MacBook Pro", f"      {chip}", f"      Memory: {memory}",
-                               f"      Serial Number (system): FLAB{f['name'][-3:]}X0",
-                               f"      Hardware UUID: {hw_uuid}", ""],
+        "SPHardwareDataType": hardware.hardware_overview(f),
         "SPSoftwareDataType": ["Software:", "", "    System Software Overview:", "",
                                f"      System Version: macOS {f['product_version']} ({f['build_version']})",
                                f"      Kernel Version: Darwin {release}", f"      Computer Name: {f['name']}", ""],
@@ -107,6 +104,26 @@ def system_profiler(args: list) -> None:
     wanted = [a for a in args if a in sections] or list(sections)
     for name in wanted:
         print("\n".join(sections[name]))
+
+
+# ---- ioreg, ifconfig, networksetup: the Mac's hardware identity (hardware.py, netports.py) ----
+
+def ioreg(args: list) -> None:
+    import hardware
+
+    hardware.ioreg(args)
+
+
+def ifconfig(args: list) -> None:
+    import netports
+
+    netports.ifconfig(args)
+
+
+def networksetup(args: list) -> None:
+    import netports
+
+    netports.networksetup(args)
 
 
 def dscl(args: list) -> None:
@@ -300,7 +317,8 @@ def fleetlab_session(args: list) -> None:
 COMMANDS = {
     "sw_vers": sw_vers, "uname": uname, "sysctl": sysctl, "df": df, "system_profiler": system_profiler,
     "pkgutil": pkgutil, "installer": installer, "dscl": dscl, "launchctl": launchd.launchctl, "log": logshow.log_cmd,
-    "fleetlab-session": fleetlab_session,
+    "fleetlab-session": fleetlab_session, "ioreg": ioreg, "ifconfig": ifconfig, "networksetup": networksetup,
+    "pgrep": launchd.pgrep,  # macOS matches argv[0]'s basename; Debian's procps only the 15-byte name
 }
 
 def main() -> None:
