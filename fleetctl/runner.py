@@ -38,6 +38,7 @@ class Runner:
         self.stop, self.abort = threading.Event(), threading.Event()
         self.failed_total = 0
         self.lock = threading.Lock()
+        self.woken: dict[str, str] = {}  # Mac -> the neighbour that sent it a Wake-on-LAN packet
 
     def _say(self, text: str) -> None:
         self.console.print(text, markup=False, highlight=False)
@@ -59,19 +60,20 @@ class Runner:
             allowed = wave.max_fail.of(len(names)) if wave.max_fail else len(names)
             if len(waves) > 1 or wave.max_fail:
                 self._say(f"wave {wave.name!r}: {len(pending)} hosts (may fail: {allowed})")
-            self.wave_failed = 0
+            wave_failed = 0
             started = datetime.now(timezone.utc)
             window_closed = threading.Event()
 
             def over() -> bool:
-                return self.wave_failed > allowed or (budget is not None and self.failed_total > budget)
+                return wave_failed > allowed or (budget is not None and self.failed_total > budget)
 
             def done(result: HostResult) -> None:
+                nonlocal wave_failed
                 if not self._record(result):
                     return
                 if counts_as_failure(result.status):
                     with self.lock:
-                        self.wave_failed += 1
+                        wave_failed += 1
                         self.failed_total += 1
                     if over():
                         self.stop.set()
@@ -95,13 +97,13 @@ class Runner:
             if self.abort.is_set() or (self.stop.is_set() and not over()):
                 return "interrupted"
             if over():
-                self._say(f"HALTED in wave {wave.name!r}: {self.wave_failed} failed (allowed {allowed})"
+                self._say(f"HALTED in wave {wave.name!r}: {wave_failed} failed (allowed {allowed})"
                           + (f", {self.failed_total} in the run (budget {budget})" if budget is not None else "")
                           + f". Fix the cause, then: fleetctl resume {self.run_id}")
                 return "halted"
             if index < len(waves) - 1 and self.book.action in GATED:
                 stopped = self._soak_and_gate(wave, [r for r in results if r and r.status == "changed"], started,
-                                              allowed - self.wave_failed, budget)
+                                              allowed - wave_failed, budget)
                 if stopped:
                     return stopped
             if index < len(waves) - 1 and self._wave_waits(wave, names):
@@ -114,6 +116,11 @@ class Runner:
         """Write a finished Mac to the journal; False when it is not finished (stays pending)."""
         if result.status == "pending":
             return False
+        if result.name in self.woken:
+            result.woken_by = self.woken[result.name]
+            if result.status == "unreachable":
+                result.reason = (f"{result.reason}; still no answer {self.book.wake_wait}s after "
+                                 f"{result.woken_by}'s Wake-on-LAN packet")
         if self.campaign and Campaign.retries(result):
             attempts = self.journal.attempt_count(self.run_id, result.name)
             self.journal.host_pending(self.run_id, result.name, result.reason, asdict(result),
@@ -173,20 +180,9 @@ class Runner:
         except KeyboardInterrupt:
             self.stop.set()
             return results
+        self.woken.update(woken)  # the retry's outcome replaces the first (uncounted: unreached) attempt's
         retried = {r.name: r for r in self._run([self.plans[n] for n in woken], events) if r}
-        for r in retried.values():
-            r.woken_by = woken[r.name]
-            if r.status == "unreachable":
-                r.reason = f"{r.reason}; still no answer {self.book.wake_wait}s after {r.woken_by}'s Wake-on-LAN packet"
-            self._record_again(r)
         return [retried.get(r.name, r) if r else r for r in results]
-
-    def _record_again(self, result: HostResult) -> None:
-        """The retry's outcome replaces the first attempt's (which was not counted: it was unreached)."""
-        if self._record(result) and counts_as_failure(result.status):
-            with self.lock:
-                self.wave_failed += 1
-                self.failed_total += 1
 
     def _converged(self) -> list[str]:
         """This run's converged Macs, most recently seen first: likely awake, so good senders."""

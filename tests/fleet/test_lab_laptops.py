@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Lab, fleetctl
+from test_lab import _leftovers as lab_leftovers
 from fleetctl import render
 from fleetctl.lab import network, wol
 from fleetctl.lab.laptops import WAKE_DELAY_S
@@ -237,15 +238,8 @@ def test_lab_up_refuses_a_lone_renumbered_mac(tmp_path):
 
 
 def _leftovers(lab_dir: Path, slot: int) -> list[str]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if str(lab_dir) in cmdline and "pytest" not in cmdline:
-            found.append(f"process {pid}: {cmdline}")
-    found += [f"mount: {l}" for l in Path("/proc/self/mountinfo").read_text().splitlines() if str(lab_dir) in l]
+    """test_lab's processes and mounts that mention the lab, and its slot's links and namespaces."""
+    found = lab_leftovers(lab_dir)
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     ours = (f"flab{slot}", f"fl{slot}")
     found += [f"link: {n}" for n in re.findall(r"^\d+: ([^:@]+)", links, re.M) if n.startswith(ours)]
