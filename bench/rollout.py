@@ -9,9 +9,16 @@ every Mac exactly once and agree with what is on the Macs' disks, and what each 
 costs the machine (bench/labcost.py: PSS of its processes, lab up time, idle CPU).
 
 Every tool starts from a fresh lab (no agent anywhere), does the same rollout (upload the
-arch's package, installer with sudo, provisioning tool, verify), then reruns it on the
-converged fleet (no-op). Bytes sent are counted on the lab's links; CPU and peak RSS with
-wait4 on the tool's process (its children included). Figures only ever come from runs.
+arch's package, installer with sudo, provisioning tool, wait for the hostid the platform
+assigns, verify), then reruns it on the converged fleet (no-op). The timed run ends when the
+tool returns, and every tool returns only once each agent has reached the platform (fleetctl's
+verify, the peers' wait for /etc/qualys/hostid: bench/peers.py); `ok at end` counts the Macs
+with the receipt and the hostid at that moment. --hostid-outside runs the peers in the old
+shape (they stop after the configuration tool; the hostid is waited for outside the timed run).
+Bytes sent are counted on the lab's links; CPU and peak RSS with wait4 on the tool's process
+(its children included); what each tool made the Macs do with bench/macwork.py (processes,
+bytes hashed, TLS handshakes, SSH connections and channels, the Macs' CPU), from the
+kernel's process events and taskstats. Figures only ever come from runs.
 """
 from __future__ import annotations
 
@@ -25,7 +32,7 @@ from pathlib import Path
 
 import yaml
 
-from bench import labcost, peers
+from bench import labcost, macwork, peers
 from bench.measure import Cost, machine_cpu_s, measure
 
 FLEETCTL = str(Path(sys.executable).with_name("fleetctl"))
@@ -102,6 +109,23 @@ def ok_hosts(lab: Path, settle_s: float = 30) -> int:
     return len(converged_hosts(lab, settle_s))
 
 
+def other_labs(lab: Path) -> list[str]:
+    """Bridges of other labs on this machine (flab<slot>, flab<slot>s<site>), by slot: other
+    people's labs share the two cores, which every figure here depends on."""
+    try:
+        mine = json.loads((lab / "state.json").read_text())["slot"]
+    except (OSError, ValueError, KeyError):
+        mine = None
+    slots = set()
+    for dev in Path("/sys/class/net").iterdir():
+        name = dev.name
+        if name.startswith("flab") and name[4:].split("s", 1)[0].isdigit():
+            slot = int(name[4:].split("s", 1)[0])
+            if slot != mine:
+                slots.add(slot)
+    return [f"flab{slot}" for slot in sorted(slots)]
+
+
 def command(tool: str, work: Path, lab: Path, inventory: dict, pkgs: dict, forks: int, peers_bin: Path,
             report: Path | None = None) -> list[str]:
     if tool == "fleetctl":  # its own default --forks (50): bounded concurrency is part of the design
@@ -119,15 +143,29 @@ def env_for(tool: str, work: Path) -> dict:
     return env
 
 
-def timed(tool: str, argv: list[str], env: dict, lab: Path) -> tuple[Cost, int, float]:
+def tree_macs(inventory: dict) -> list[str]:
+    """The Macs whose every process is listed in the JSON: the first (x86_64: lab_up gives the
+    first half of the Macs the x86_64 persona) and the last (arm64)."""
+    names = list(inventory["all"]["hosts"])
+    return sorted({names[0], names[-1]})
+
+
+def timed(tool: str, argv: list[str], env: dict, lab: Path, watch: bool = False
+          ) -> tuple[Cost, int, float] | tuple[Cost, int, float, macwork.Watcher]:
     """The tool's own cost, the bytes on the lab's links, and the whole machine's CPU meanwhile
-    (the tool plus the simulated Macs' sshd, sudo, shims and installer)."""
+    (the tool plus the simulated Macs' sshd, sudo, shims and installer). With WATCH, also
+    what the tool made each Mac do (bench/macwork.py), started before and read after."""
+    watcher = macwork.Watcher(lab, detail=set(tree_macs(yaml.safe_load((lab / "inventory.yml").read_text())))
+                              ).start() if watch else None
     before, machine = link_bytes(lab), machine_cpu_s()
     cost = measure(argv, env)
     machine = machine_cpu_s() - machine
+    sent = link_bytes(lab) - before
+    if watcher is not None:
+        watcher.result = watcher.stop()
     if cost.returncode:
         print(f"{tool} exited {cost.returncode}:\n{cost.output[-2000:]}", file=sys.stderr)
-    return cost, link_bytes(lab) - before, machine
+    return (cost, sent, machine, watcher) if watch else (cost, sent, machine)
 
 
 def build_pkgs(work: Path, mb: int) -> dict[str, Path]:
@@ -142,19 +180,43 @@ def build_pkgs(work: Path, mb: int) -> dict[str, Path]:
 def compare(args, work: Path) -> dict:
     pkgs = build_pkgs(work, args.pkg_mb)
     lab = work / "lab"
-    result: dict = {"hosts": args.hosts, "pkg_mb": args.pkg_mb, "tools": {}, "noop": {}, "status": {}}
+    peers.WAIT_HOSTID = not args.hostid_outside
+    result: dict = {"hosts": args.hosts, "pkg_mb": args.pkg_mb, "tools": {}, "noop": {}, "status": {},
+                    "shape": "hostid outside the timed run (old)" if args.hostid_outside else
+                    "hostid inside the timed run: every tool waits for it",
+                    "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "cores": os.cpu_count(),
+                    "macwork": {}, "macwork_trees": {}, "shared": {}}
+    watch = not args.no_macwork
+    if watch:
+        result["hasher_overhead_bytes"] = macwork.hasher_overheads()
     try:
         for tool in args.tools:
             inventory, _ = lab_up(lab, args.hosts)
             argv = command(tool, work, lab, inventory, pkgs, args.hosts, args.peers_bin)
             env = env_for(tool, work)
-            cost, sent, machine = timed(tool, argv, env, lab)
+            shared = {"other_labs_before": other_labs(lab), "load_before": load()}
+            run = timed(tool, argv, env, lab, watch)
+            cost, sent, machine = run[:3]
+            ok_at_end = len(converged_hosts(lab, 0))
             result["tools"][tool] = {"wall_s": round(cost.wall_s, 2), "cpu_s": round(cost.cpu_s, 2),
                                      "peak_rss_mb": round(cost.peak_rss_mb, 1), "bytes_sent": sent,
-                                     "ok_hosts": ok_hosts(lab), "machine_cpu_s": round(machine, 2)}
-            noop, noop_sent, _ = timed(tool, argv, env, lab)
-            result["noop"][tool] = {"wall_s": round(noop.wall_s, 2), "bytes_sent": noop_sent}
-            print(f"{tool}: {result['tools'][tool]} noop {result['noop'][tool]}", file=sys.stderr)
+                                     "ok_at_end": ok_at_end, "ok_hosts": ok_hosts(lab),
+                                     "machine_cpu_s": round(machine, 2), "exit": cost.returncode}
+            shared["other_labs_after_rollout"] = other_labs(lab)
+            noop_run = timed(tool, argv, env, lab, watch)
+            noop, noop_sent, noop_machine = noop_run[:3]
+            result["noop"][tool] = {"wall_s": round(noop.wall_s, 2), "bytes_sent": noop_sent,
+                                    "machine_cpu_s": round(noop_machine, 2), "exit": noop.returncode}
+            shared["other_labs_after_noop"] = other_labs(lab)
+            shared["load_after"] = load()
+            result["shared"][tool] = shared
+            if watch:
+                result["macwork"][tool] = {"rollout": run[3].result, "noop": noop_run[3].result}
+                result["macwork_trees"][tool] = {kind: {mac: w.tree(mac) for mac in tree_macs(inventory)}
+                                                 for kind, w in (("rollout", run[3]), ("noop", noop_run[3]))}
+                print(f"{tool} on the Macs: rollout {run[3].result['summary']['per_mac']} "
+                      f"noop {noop_run[3].result['summary']['per_mac']}", file=sys.stderr)
+            print(f"{tool}: {result['tools'][tool]} noop {result['noop'][tool]} shared {shared}", file=sys.stderr)
             if tool in ("fleetctl", "ansible"):
                 status_argv = ([FLEETCTL, "status", "-i", str(lab / "inventory.yml")]
                                if tool == "fleetctl" else
@@ -351,16 +413,36 @@ def table(result: dict) -> str:
         rows.append("")
         rows.append("targets: " + json.dumps(result.get("targets", {})))
         return "\n".join(rows)
-    rows = ["| tool | wall s | CPU s | machine CPU s | peak RSS MB | MB sent | ok | wall vs fleetctl | no-op s | no-op MB |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+    rows = [f"shape: {result.get('shape', '?')}", "",
+            "| tool | wall s | CPU s | machine CPU s | peak RSS MB | MB sent | ok at end | ok +30 s | wall vs fleetctl "
+            "| no-op s | no-op machine CPU s | no-op MB |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for tool, m in result["tools"].items():
         ratio = result.get("ratios_to_fleetctl", {}).get(tool, {}).get("wall_s")
         noop = result["noop"].get(tool, {})
         rows.append(f"| {tool} | {m['wall_s']} | {m['cpu_s']} | {m.get('machine_cpu_s')} | {m['peak_rss_mb']} | "
-                    f"{m['bytes_sent'] / 1e6:.1f} | "
-                    f"{m['ok_hosts']} | {ratio} | {noop.get('wall_s')} | {noop.get('bytes_sent', 0) / 1e6:.2f} |")
+                    f"{m['bytes_sent'] / 1e6:.1f} | {m.get('ok_at_end', '-')} | "
+                    f"{m['ok_hosts']} | {ratio} | {noop.get('wall_s')} | {noop.get('machine_cpu_s', '-')} | "
+                    f"{noop.get('bytes_sent', 0) / 1e6:.2f} |")
     for tool, m in result.get("status", {}).items():
         rows.append(f"\nstatus sweep, {tool}: {m['wall_s']} s wall, {m['cpu_s']} s CPU")
+    for tool, s in result.get("shared", {}).items():
+        if s.get("other_labs_before") or s.get("other_labs_after_rollout") or s.get("other_labs_after_noop"):
+            rows.append(f"\nshared machine during {tool}: other labs {s.get('other_labs_before')} before, "
+                        f"{s.get('other_labs_after_rollout')} after the rollout, "
+                        f"{s.get('other_labs_after_noop')} after the no-op; "
+                        f"load {s.get('load_before')} -> {s.get('load_after')}")
+    if result.get("macwork"):
+        runs = {f"{tool} {kind}": w[kind] for tool, w in result["macwork"].items() for kind in ("rollout", "noop")}
+        rows += ["", "What each tool made a Mac do (per Mac, mean over the Macs; bench/macwork.py):", "",
+                 macwork.table(runs), ""]
+        for label, w in runs.items():
+            programs = w["summary"]["programs_per_mac"]
+            rows.append(f"{label}, programs per Mac (count, CPU ms): " + ", ".join(
+                f"{name} {r['processes']:g} ({r['cpu_ms']:g})" for name, r in programs.items()))
+        rows.append("")
+        rows.append("watcher CPU s (part of machine CPU): " + ", ".join(
+            f"{label} {w['watcher_cpu_s']}" for label, w in runs.items()))
     return "\n".join(rows)
 
 
@@ -373,6 +455,11 @@ def main() -> None:
     parser.add_argument("--peers-bin", type=Path, default=ROOT / ".venv-bench" / "bin",
                         help="where ansible-playbook and pyinfra are installed (make bench installs them)")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--hostid-outside", action="store_true",
+                        help="the old shape: the peers stop after the configuration tool, the hostid is waited "
+                             "for outside the timed run (fleetctl always waits for it in its verify)")
+    parser.add_argument("--no-macwork", action="store_true",
+                        help="do not count what the tools make the Macs do (bench/macwork.py)")
     parser.add_argument("--idle-s", type=float, default=15,
                         help="with --scale: measure the converged lab's own CPU for this long (0: skip)")
     parser.add_argument("--keep-reports", type=Path, help="with --scale: copy fleetctl's JSON reports here")
