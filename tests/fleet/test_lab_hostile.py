@@ -154,7 +154,7 @@ def test_scan_tool_drips_and_dies_with_its_ssh_session(hostile_lab: Lab, provisi
         session.kill()  # the SSH session goes away
         session.wait(timeout=10)
     deadline = time.monotonic() + 10
-    while (left := mac.run("pgrep -af /MacOS/cloudagentctl.sh").stdout) and time.monotonic() < deadline:
+    while (left := mac.run("pgrep -f /MacOS/cloudagentctl.sh").stdout) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert left == "", f"still running after the session closed:\n{left}"
     mac.ok(f"sudo test ! -e {ONDEMAND} || test -z \"$(sudo ls -A {ONDEMAND})\"")  # nothing queued
@@ -167,7 +167,7 @@ def test_healthy_mac_shows_the_daemon_by_its_name(hostile_lab: Lab):
     assert re.search(rf"^\s*{pid} {re.escape(DAEMON)}$", mac.ok("ps ax -ww -o pid=,args="), re.M)
     assert mac.ok(f"ps -o comm= -p {pid}") == "qualys-cloud-ag\n"  # Linux keeps 15 bytes of the name
     assert re.search(rf"^\s*{pid} \S+\s+[\d:]+ qualys-cloud-ag$", mac.ok("ps -e"), re.M)
-    assert mac.ok("pgrep -x qualys-cloud-ag").split() == [str(pid)]
+    assert mac.ok("/usr/bin/pgrep -x qualys-cloud-ag").split() == [str(pid)]  # Linux's kernel name, under it
     assert mac.ok("pgrep -f MacOS/qualys-cloud-agent").split() == [str(pid)]
 
 
