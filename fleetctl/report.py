@@ -22,7 +22,17 @@ def set_verbosity(level: int) -> None:
     if level >= 2:
         import logging
 
-        logging.basicConfig(format="%(asctime)s %(name)s: %(message)s")
+        from fleetctl.terminal import visible
+
+        class Visible(logging.Formatter):
+            """SSH debug quotes what the Mac sent (its version banner, for one): shown, never interpreted."""
+
+            def format(self, record: logging.LogRecord) -> str:
+                return visible(super().format(record))
+
+        handler = logging.StreamHandler()
+        handler.setFormatter(Visible("%(asctime)s %(name)s: %(message)s"))
+        logging.basicConfig(handlers=[handler])
         logging.getLogger("paramiko").setLevel(logging.DEBUG)
 
 
