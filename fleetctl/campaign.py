@@ -26,9 +26,13 @@ class Campaign:
     retry_every: int  # seconds before the second attempt; later ones back off
 
     def next_retry(self, attempts: int, now: float) -> float:
-        """When a Mac tried ATTEMPTS times (the last one at NOW) is due again; never after the deadline."""
+        """When a Mac tried ATTEMPTS times (the last one at NOW) is due again. Backing off never
+        skips the last chance: a retry falls at the latest one retry_every before the deadline
+        (never sooner than retry_every after NOW), so resumes at that cadence still try it; a
+        resume after the deadline only finishes the run."""
         factor = RETRY_BACKOFF[min(max(attempts, 1), len(RETRY_BACKOFF)) - 1]
-        return min(now + self.retry_every * factor, self.until)
+        due, last_chance = now + self.retry_every * factor, self.until - self.retry_every
+        return due if due <= last_chance else max(last_chance, now + self.retry_every)
 
     def over(self, now: float) -> bool:
         return now >= self.until
@@ -67,9 +71,11 @@ def of(until: datetime | None, retry_every: int | None, where: str) -> Campaign 
     return Campaign(until.timestamp(), every)
 
 
-def not_seen_reason(until: float, last_seen: float | None, attempts: int, last_reason: str | None) -> str:
-    """What a Mac left at the deadline is reported with."""
+def not_seen_reason(until: float, last_seen: float | None, attempts: int, last_reason: str | None,
+                    reached: bool = False) -> str:
+    """What a Mac left at the deadline is reported with; REACHED: it answered, its last try failed."""
     seen = f"last seen {datetime.fromtimestamp(last_seen):%Y-%m-%d %H:%M}" if last_seen else "never seen"
-    reason = f"not seen before the deadline {datetime.fromtimestamp(until):%Y-%m-%d %H:%M} ({seen}, " \
+    what = "not converged" if reached else "not seen"
+    reason = f"{what} before the deadline {datetime.fromtimestamp(until):%Y-%m-%d %H:%M} ({seen}, " \
              f"{attempts} attempt{'s' if attempts != 1 else ''})"
     return reason + (f"; last: {last_reason}" if last_reason else "")

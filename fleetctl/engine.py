@@ -119,6 +119,7 @@ class Session:
             self.result.status = "unreachable" if self.conn is None else "failed"
             self.result.reason = self.mask(str(e))
             self.result.transient = self.conn is not None
+            self.result.silent = isinstance(e, ssh.NoAnswer)
         except Exception as e:  # a bug must not hide the other hosts' results
             self.result.status, self.result.reason = "failed", self.mask(f"internal error: {type(e).__name__}: {e}")
         finally:

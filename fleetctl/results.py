@@ -48,7 +48,8 @@ class HostResult:
     steps: list[Step] = field(default_factory=list)
     log: list[str] = field(default_factory=list)  # the agent's log since the run began (tail), for reports
     transient: bool = False  # failed in a way a campaign retries (connection lost mid-step, platform unreachable)
-    woken_by: str | None = None  # the neighbour that sent this Mac a Wake-on-LAN packet in this run
+    silent: bool = False  # unreachable with nothing answering at its address (asleep, away): worth waking
+    woken_by: str | None = None  # the neighbour whose Wake-on-LAN packet this Mac answered after, in this run
     serial: str | None = None  # hardware identity, as macOS printed it (ioreg)
     # a campaign's view of this Mac (ISO times, from the journal): how it converged
     attempts: int = 0

@@ -145,9 +145,9 @@ def _deadline(journal: Journal, run_id: str, campaign: Campaign) -> str:
     for name, _, state, reason, result in journal.hosts(run_id):
         if state in ("pending", "running"):
             a = seen[name]
-            why = not_seen_reason(campaign.until, a.last_seen, a.attempts, reason)
-            journal.host_done(run_id, name, "unreachable", why, {**(result or {"name": name}), "status": "unreachable",
-                                                                 "reason": why})
+            status = "failed" if result and result.get("status") == "failed" else "unreachable"
+            why = not_seen_reason(campaign.until, a.last_seen, a.attempts, reason, reached=status == "failed")
+            journal.host_done(run_id, name, status, why, {**(result or {"name": name}), "status": status, "reason": why})
     return "done"
 
 

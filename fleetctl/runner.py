@@ -117,10 +117,11 @@ class Runner:
         if result.status == "pending":
             return False
         if result.name in self.woken:
-            result.woken_by = self.woken[result.name]
             if result.status == "unreachable":
                 result.reason = (f"{result.reason}; still no answer {self.book.wake_wait}s after "
-                                 f"{result.woken_by}'s Wake-on-LAN packet")
+                                 f"{self.woken[result.name]}'s Wake-on-LAN packet")
+            else:
+                result.woken_by = self.woken[result.name]
         if self.campaign and Campaign.retries(result):
             attempts = self.journal.attempt_count(self.run_id, result.name)
             self.journal.host_pending(self.run_id, result.name, result.reason, asdict(result),
@@ -152,7 +153,7 @@ class Runner:
     def _wake(self, results: list[HostResult | None], events: Events) -> list[HostResult | None]:
         """Unreached Macs of a site with a recorded wired address: a reachable neighbour sends them
         a Wake-on-LAN packet; after wake_wait they are tried once more in this pass."""
-        unreached = [r for r in results if r and r.status == "unreachable"]
+        unreached = [r for r in results if r and r.status == "unreachable" and r.silent]
         if not unreached or not self.identities:
             return results
         ether = {r.name: (self.identities.get(r.name) or identity.Identity(None, None)).ether for r in unreached}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import base64
+import errno
 import hashlib
 import socket
 import threading
@@ -31,6 +32,7 @@ CHUNK = 256 << 10
 # What a Mac may send ahead of our reading it (paramiko buffers it): small, since a step's
 # output is small and a hostile Mac's flood must not cost the controller more than this.
 RECEIVE_WINDOW = 1 << 20
+SILENT_ERRNOS = (errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.EHOSTDOWN, errno.ENETUNREACH)
 POLL_S = 0.5  # how often a step waiting on stdout also drains stderr and checks its deadline
 # A Mac that vanishes (powered off, its network gone) must fail within minutes, not after TCP's
 # ~15 minutes of retransmissions: keepalives keep data in flight, and data unacknowledged for
@@ -47,6 +49,11 @@ _FABRIC_CONFIG = fabric.Config(overrides={"load_ssh_configs": False})
 
 class Unreachable(FleetError):
     """The Mac could not be reached or refused us (network, host key, authentication)."""
+
+
+class NoAnswer(Unreachable):
+    """Nothing answered at the Mac's address (timed out, no route, host down): asleep, away or
+    off the network. Refused connections and SSH errors mean something is there."""
 
 
 class HostKeyChanged(Unreachable):
@@ -211,7 +218,8 @@ class Connection:
             reason = _network_reason(e)
             if reason == "timed out":
                 reason = f"timed out after {timeout:g}s connecting to {where} (ConnectTimeout)"
-            raise Unreachable(reason) from None
+            silent = isinstance(e, socket.timeout) or getattr(e, "errno", None) in SILENT_ERRNOS
+            raise (NoAnswer if silent else Unreachable)(reason) from None
         self.transport = self.client.get_transport()
         self.transport.set_keepalive(KEEPALIVE_S)
         self.host_key = fingerprint(self.transport.get_remote_server_key().asbytes())

@@ -101,6 +101,11 @@ def test_an_error_line_after_provisioning_fails_verify_words_do_not(tmp_path, pk
     bad, _ = m.run(tmp_path, pkgs, "action: configure\nagent:\n  LogLevel: 4\n", [
         ("probe", m.probe()), ("preflight", m.preflight()), ("configure", m.OK), ("verify", m.verify(log=[error]))])
     assert bad.status == "failed" and bad.reason.endswith("[Error] Data collection failed for module INV")
+    assert not bad.transient  # the agent reached the platform (hostid) and still logged an error: a real failure
+    left, _ = m.run(tmp_path, pkgs, "action: configure\nagent:\n  LogLevel: 4\n", [
+        ("probe", m.probe()), ("preflight", m.preflight()), ("configure", m.OK),
+        ("verify", m.verify(log=[error], hostid="0"))])
+    assert left.status == "failed" and left.transient  # not reached the platform yet: a campaign retries it
 
 
 def test_no_hostid_after_verify_timeout(tmp_path, pkgs):
@@ -108,6 +113,7 @@ def test_no_hostid_after_verify_timeout(tmp_path, pkgs):
         ("probe", m.probe(version=None, hostid="0")), ("preflight", m.preflight()), ("upload", m.OK),
         ("install", m.OK), ("configure", m.OK), ("verify", m.verify(hostid="0"))])
     assert result.status == "failed" and "no hostid at /etc/qualys/hostid after 5s" in result.reason
+    assert result.transient
 
 
 def test_checkin_pattern_is_waited_for_only_when_set(tmp_path, pkgs):

@@ -22,7 +22,9 @@ NOW = 1_800_000_000.0
 def test_retries_back_off_and_never_pass_the_deadline():
     c = Campaign(until=NOW + 10_000, retry_every=600)
     assert [c.next_retry(n, NOW) - NOW for n in (1, 2, 3, 4, 9)] == [600, 1200, 2400, 2400, 2400]
-    assert c.next_retry(3, NOW + 9_000) == NOW + 10_000  # not after the deadline
+    assert c.next_retry(3, NOW + 8_000) == NOW + 9_400  # backed off, but still one interval before the deadline
+    assert c.next_retry(3, NOW + 9_000) == NOW + 9_600  # never sooner than retry_every
+    assert c.next_retry(1, NOW + 9_500) > NOW + 10_000  # too late: the deadline comes first
     assert not c.over(NOW) and c.over(NOW + 10_000)
 
 
