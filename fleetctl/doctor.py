@@ -6,11 +6,10 @@ like every action; here: the sweep, the summary grouped by outcome, JSON, and `-
 from __future__ import annotations
 
 import json
-import dataclasses
 import re
 import threading
 from collections import defaultdict
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from rich.console import Console
@@ -24,6 +23,7 @@ from fleetctl.plan import HostPlan, Planner
 from fleetctl.playbook import Playbook
 from fleetctl.results import Events, ExitCode, HostResult
 from fleetctl.secrets import Secrets
+from fleetctl.status import STEP_TIMEOUT
 
 BOOK = Playbook(Path("doctor"), "doctor", "doctor", {})  # doctor needs no playbook: a stand-in
 # An address, not an agent version (6.1.0.20 has the same shape)
@@ -32,11 +32,11 @@ SERIAL = re.compile(r"(Serial Number[^:]*:\s*)\S+")
 
 
 def sweep(hosts: list[Host], secrets: Secrets, forks: int, accept_new: bool,
-          step_timeout: int = 120) -> tuple[Doctor, list[HostResult], list[HostPlan]]:
+          step_timeout: int = STEP_TIMEOUT) -> tuple[Doctor, list[HostResult], list[HostPlan]]:
     planner = Planner(BOOK, secrets)  # proxy passwords: the platform is tried through them
     plans = [planner.host(h) for h in hosts]
     doctor = Doctor()
-    results = engine.run_all(doctor, plans, dataclasses.replace(BOOK, step_timeout=step_timeout), secrets, forks,
+    results = engine.run_all(doctor, plans, replace(BOOK, step_timeout=step_timeout), secrets, forks,
                              accept_new, Events(), threading.Event(), threading.Event())
     return doctor, results, plans
 

@@ -178,14 +178,17 @@ class Journal:
                                "converged_at, next_retry FROM hosts WHERE run_id = ?", (run_id,)).fetchall()
         return {row[0]: Attempts(*row[1:]) for row in rows}
 
-    def record_progress(self, run_id: str) -> None:
-        """One point of the run's convergence over time: converged, pending and failed Macs now."""
+    def convergence(self, run_id: str) -> tuple[int, int, int]:
+        """Converged, pending and failed (or unreachable) Macs of the run now."""
         counts = dict(self.db.execute("SELECT status, COUNT(*) FROM hosts WHERE run_id = ? GROUP BY status",
                                       (run_id,)).fetchall())
         converged = sum(counts.get(s, 0) for s in DONE)
         failed = counts.get("failed", 0) + counts.get("unreachable", 0)
-        pending = sum(counts.values()) - converged - failed
-        self._write("INSERT INTO progress VALUES (?,?,?,?,?)", (run_id, time.time(), converged, pending, failed))
+        return converged, sum(counts.values()) - converged - failed, failed
+
+    def record_progress(self, run_id: str) -> None:
+        """One point of the run's convergence over time."""
+        self._write("INSERT INTO progress VALUES (?,?,?,?,?)", (run_id, time.time(), *self.convergence(run_id)))
 
     def progress(self, run_id: str) -> list[tuple[float, int, int, int]]:
         return self.db.execute("SELECT at, converged, pending, failed FROM progress WHERE run_id = ? ORDER BY at",

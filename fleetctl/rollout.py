@@ -5,8 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from dataclasses import asdict
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -108,13 +107,8 @@ def _finish(journal: Journal, run_id: str, action: str, state: str, console: Con
 
 def convergence(journal: Journal, record) -> str:
     """'312/350 converged, 38 pending, 0 failed; deadline in 2 d' for a campaign."""
-    counts: dict[str, int] = {}
-    for _, _, state, _, _ in journal.hosts(record.id):
-        counts[state] = counts.get(state, 0) + 1
-    total = sum(counts.values())
-    converged = sum(counts.get(s, 0) for s in DONE)
-    failed = counts.get("failed", 0) + counts.get("unreachable", 0)
-    text = f"{converged}/{total} converged, {total - converged - failed} pending, {failed} failed"
+    converged, pending, failed = journal.convergence(record.id)
+    text = f"{converged}/{converged + pending + failed} converged, {pending} pending, {failed} failed"
     if record.until:
         text += f"; deadline {until_text(record.until, time.time())}"
         _, next_due = journal.due(record.id, time.time())

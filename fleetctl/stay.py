@@ -11,7 +11,7 @@ from rich.live import Live
 from rich.table import Table
 
 from fleetctl.campaign import until_text
-from fleetctl.journal import DONE, Journal
+from fleetctl.journal import Journal
 from fleetctl.results import ExitCode
 
 TICK_S = 1.0
@@ -34,16 +34,12 @@ def stay_until_done(journal: Journal, run_id: str, console: Console, again: Call
 
 
 def _table(journal: Journal, run_id: str, until: float, wake_at: float) -> Table:
-    counts: dict[str, int] = {}
-    for _, _, state, _, _ in journal.hosts(run_id):
-        counts[state] = counts.get(state, 0) + 1
-    converged = sum(counts.get(s, 0) for s in DONE)
-    failed = counts.get("failed", 0) + counts.get("unreachable", 0)
+    converged, pending, failed = journal.convergence(run_id)
     table = Table(title=f"campaign {run_id}")
     for col in ("converged", "pending", "failed", "next retry", "deadline"):
         table.add_column(col)
     now = time.time()
-    table.add_row(f"{converged}/{sum(counts.values())}", str(sum(counts.values()) - converged - failed), str(failed),
+    table.add_row(f"{converged}/{converged + pending + failed}", str(pending), str(failed),
                   f"{datetime.fromtimestamp(wake_at):%H:%M:%S} ({until_text(wake_at, now)})",
                   f"{datetime.fromtimestamp(until):%Y-%m-%d %H:%M} ({until_text(until, now)})")
     return table

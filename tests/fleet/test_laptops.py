@@ -4,7 +4,6 @@ Wake-on-LAN through a neighbour of the site."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time
