@@ -5,6 +5,8 @@ Per host: connect -> probe (identity, sudo mode, agent state) -> the action's st
 """
 from __future__ import annotations
 
+import re
+import secrets
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -87,6 +89,59 @@ class Session:
         if check and result.rc != 0:
             raise HostFailed(f"{name}: {self.failure(result)}")
         return result
+
+    def steps(self, parts: list[tuple[str, str]], privileged: bool = True) -> list[ssh.Result]:
+        """Run PARTS, (name, script) in order, over ONE channel: one sudo and one round trip where
+        each would cost its own (templates/steps.sh.j2). Each is still its own step in the report,
+        with its own status, time and output; the first that fails ends the channel and the rest
+        never start, as with separate steps. Returns the results of the parts that ran; the caller
+        judges each (a failed one is already marked failed)."""
+        if len(parts) == 1:
+            return [self.step(parts[0][0], parts[0][1], privileged, check=False)]
+        if self.abort.is_set():
+            raise Aborted()
+        host = self.plan.host.name
+        boundary = "fleetctl-" + secrets.token_hex(12)
+        marker = re.compile(r"\n" + boundary + r" (\d+)\n")
+        started = [time.monotonic()]  # when each part's marker arrived
+        seen = bytearray()
+
+        def arrived(data: bytes) -> None:  # live progress and per-step times, from the markers as they come
+            seen.extend(data)
+            for m in marker.finditer(seen.decode(errors="replace")):
+                index = int(m.group(1))
+                if index >= len(started) and index < len(parts):
+                    started.append(time.monotonic())
+                    self.events.step(host, parts[index][0])
+            del seen[:max(0, len(seen) - 80)]  # a marker split across pieces is found in the next
+
+        self.events.step(host, parts[0][0])
+        script = render.render("steps", boundary=boundary, parts=parts)
+        try:
+            result = self.conn.run(script, self.mode if privileged else ssh.SHELL, self.password,
+                                   self.book.step_timeout * len(parts), arrived)
+        except ssh.TimedOut as e:
+            now = time.monotonic()
+            for i, at in enumerate(started):
+                last = i == len(started) - 1
+                end = now if last else started[i + 1]
+                self.result.steps.append(Step(parts[i][0], "failed" if last else "ok", round(end - at, 3),
+                                              str(e) if last else ""))
+            raise HostFailed(f"{parts[len(started) - 1][0]}: {e} (step_timeout); its command on the Mac "
+                             "was stopped") from None
+        end = time.monotonic()
+        outs, errs = _split(result.out, marker), _split(result.err, marker)
+        ran = max(len(outs), len(errs), 1)
+        started += [started[-1]] * (ran - len(started))
+        results = []
+        for i in range(ran):
+            rc = result.rc if i == ran - 1 else 0
+            part = ssh.Result(rc, outs.get(i, ""), errs.get(i, ""))
+            detail = self.mask((part.out + part.err).strip())[-2000:]
+            took = (started[i + 1] if i + 1 < ran else end) - started[i]
+            self.result.steps.append(Step(parts[i][0], "ok" if rc == 0 else "failed", round(took, 3), detail))
+            results.append(part)
+        return results
 
     def failure(self, result: ssh.Result) -> str:
         """A failed step in one line: the last line it wrote on stderr (masked), else its exit status."""
@@ -215,6 +270,15 @@ class Session:
                                       round(time.monotonic() - started, 3), f"{pkg.size} bytes"))
         if res.rc != 0:
             raise HostFailed(f"upload: {res.err.strip() or f'exit {res.rc}'}")
+
+
+def _split(text: str, marker: re.Pattern) -> dict[int, str]:
+    """A steps.sh.j2 stream cut at its markers: part index -> what that part wrote."""
+    pieces = marker.split(text)
+    parts = {int(pieces[i]): pieces[i + 1] for i in range(1, len(pieces) - 1, 2)}
+    if pieces[0]:  # before any part began (sudo refusing, say): the first step's
+        parts[0] = pieces[0] + parts.get(0, "")
+    return parts
 
 
 def run_all(action: Action, plans: list[HostPlan], book: Playbook, secrets: Secrets, forks: int,

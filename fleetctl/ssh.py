@@ -225,10 +225,12 @@ class Connection:
         self.host_key = fingerprint(self.transport.get_remote_server_key().asbytes())
         self.bytes_sent = 0
 
-    def run(self, script: str, mode: str = SHELL, password: str | None = None, timeout: float = 900) -> Result:
-        """Run SCRIPT with MODE (SHELL, SUDO_NOPASSWD, SUDO_PASSWORD); it has TIMEOUT seconds in all."""
+    def run(self, script: str, mode: str = SHELL, password: str | None = None, timeout: float = 900,
+            on_output: Callable[[bytes], None] | None = None) -> Result:
+        """Run SCRIPT with MODE (SHELL, SUDO_NOPASSWD, SUDO_PASSWORD); it has TIMEOUT seconds in all.
+        ON_OUTPUT sees each piece of stdout as it arrives (the engine times steps sharing a channel)."""
         stdin = (password + "\n" if mode == SUDO_PASSWORD else "") + script
-        return self._exec(mode, lambda chan: chan.sendall(stdin.encode()), timeout)
+        return self._exec(mode, lambda chan: chan.sendall(stdin.encode()), timeout, on_output)
 
     def stream(self, command: str, source: BinaryIO, progress: Callable[[int], None], timeout: float = 3600) -> Result:
         """Run COMMAND (a rendered script passed as the exec string) with SOURCE as its stdin."""
@@ -239,7 +241,8 @@ class Connection:
                 progress(len(chunk))
         return self._exec(command, feed, timeout)
 
-    def _exec(self, command: str, feed: Callable, timeout: float) -> Result:
+    def _exec(self, command: str, feed: Callable, timeout: float,
+              on_output: Callable[[bytes], None] | None = None) -> Result:
         deadline = time.monotonic() + timeout
         try:
             chan = self.transport.open_session(window_size=RECEIVE_WINDOW, max_packet_size=32768)
@@ -254,7 +257,7 @@ class Connection:
                 if not self.transport.is_active():
                     raise
             try:
-                out, err = _collect(chan, deadline)
+                out, err = _collect(chan, deadline, on_output)
                 # A command may close its output and still run: its exit status comes within the deadline too.
                 if not chan.status_event.wait(max(0.0, deadline - time.monotonic())):
                     raise socket.timeout()
@@ -291,7 +294,8 @@ def _signal(chan: paramiko.Channel, name: str) -> None:
         pass  # the connection is gone: so is the command's session
 
 
-def _collect(chan: paramiko.Channel, deadline: float) -> tuple[Capture, Capture]:
+def _collect(chan: paramiko.Channel, deadline: float,
+             on_output: Callable[[bytes], None] | None = None) -> tuple[Capture, Capture]:
     """Read stdout and stderr together until the command closes them, within bounds: a Mac that
     floods one stream while we wait on the other, or never stops writing, costs the same memory."""
     out, err = Capture(), Capture()
@@ -308,6 +312,8 @@ def _collect(chan: paramiko.Channel, deadline: float) -> tuple[Capture, Capture]
         if not data:
             break
         out.add(data)
+        if on_output is not None:
+            on_output(data)
     while data := chan.recv_stderr(CHUNK):  # the channel is at EOF: what is left, then b""
         err.add(data)
     return out, err

@@ -4,8 +4,9 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+from typing import Callable
 
-from fleetctl import agent, agentlog, facts, relay, render
+from fleetctl import agent, agentlog, facts, relay, render, ssh
 from fleetctl.engine import HostFailed, Session
 from fleetctl.plan import HostPlan, Package
 
@@ -53,7 +54,7 @@ def _requirements(s: Session, f: dict, needs_pod: bool) -> None:
         raise s.check_failed(f"free disk {disk // 1024} MB is below the agent's 100 MB minimum")
     if facts.first(f, "group_exists") != "1":
         raise s.check_failed(f"group {p.group!r} does not exist on this Mac; create it or change agent: Group")
-    if p.run_as and facts.first(f, "user_exists") != "1":
+    if p.run_as and p.run_as != "root" and facts.first(f, "user_exists") != "1":
         raise s.check_failed(f"user {p.run_as!r} does not exist on this Mac; create it or change agent: User")
     if p.sudo_command and facts.first(f, "sudo_command_found") != "1":
         raise s.check_failed(f"UseSudo is 1 but SudoCommand {p.sudo_command!r} is not on this Mac; the agent's "
@@ -67,21 +68,43 @@ def _requirements(s: Session, f: dict, needs_pod: bool) -> None:
     s.notes += f.get("pod_note", [])
 
 
-def install_package(s: Session, step: str, pkg: Package) -> None:
+Judge = Callable[[Session, ssh.Result], None]
+
+
+def apply(s: Session, parts: list[tuple[str, str, Judge]]) -> None:
+    """Run the privileged PARTS (name, script, judge) over one channel (Session.steps): one sudo
+    and one round trip for install, configure and verify together. Each part is still its own
+    step in the report, and is judged in turn; the first that fails stops the rest on the Mac."""
+    results = s.steps([(name, script) for name, script, _ in parts], privileged=True)
+    for (name, _, judge), res in zip(parts, results):
+        judge(s, res)
+    if len(results) < len(parts):  # a part failed without saying so: never report the rest as done
+        raise HostFailed(f"{parts[len(results)][0]}: did not run (the step before it ended the channel)")
+
+
+def install_package(s: Session, step: str, pkg: Package) -> tuple[str, str, Judge]:
     """`install` (installer) or `upgrade` (qagent_upgrade.sh) of the staged package."""
-    res = s.step(step, s.plan.package_script(step, pkg), privileged=True, check=False)
+    return step, s.plan.package_script(step, pkg), _installed
+
+
+def _installed(s: Session, res: ssh.Result) -> None:
     if res.rc != 0:
         raise HostFailed(s.mask(facts.installer_failure(res.out + res.err)))
 
 
 def configure(s: Session, options: list[str], proxy: str | None, ca: str | None, digests: dict[str, str],
-              fingerprint: str) -> None:
+              fingerprint: str) -> tuple[str, str, Judge]:
     """Apply OPTIONS and remember on the Mac what was applied, and where the agent now writes."""
     before = s.paths
     s.paths = before.with_options(dict(o.split("=", 1) for o in options))
     move = (before.hostid_file, s.paths.hostid_file) if before.hostid_file != s.paths.hostid_file else None
-    s.step("configure", s.plan.configure_script(
-        options, proxy, ca, s.plan.marker(digests, fingerprint, s.paths), move), privileged=True)
+    return "configure", s.plan.configure_script(
+        options, proxy, ca, s.plan.marker(digests, fingerprint, s.paths), move), _configured
+
+
+def _configured(s: Session, res: ssh.Result) -> None:
+    if res.rc != 0:
+        raise HostFailed(f"configure: {s.failure(res)}")
 
 
 def proxy_change(s: Session, all_settings: bool) -> str | None:
@@ -94,16 +117,22 @@ def proxy_change(s: Session, all_settings: bool) -> str | None:
     return "" if wrote else None
 
 
-def verify(s: Session, expected_version: str) -> None:
+def verify(s: Session, expected_version: str) -> tuple[str, str, Judge]:
     """Healthy as the guide defines it: the receipt's version, the launchd job with a PID, the
     hostid under HostIdSearchDir, no Error/Fatal record since the run began (and, only when the
-    admin asked, checkin_pattern in the log)."""
-    p, r, book = s.plan, s.result, s.book
-    out = s.step("verify", render.render(
+    admin asked, checkin_pattern in the log). Rendered with the paths configure leaves."""
+    p, book = s.plan, s.book
+    script = render.render(
         "verify", since=s.since, paths=s.paths, wait_s=book.verify_timeout, package_id=agent.PACKAGE_ID,
-        label=agent.LABEL, ca_bundle_path=agent.CA_BUNDLE if p.ca_bundle else None, lines=LOG_LINES),
-        privileged=True).out
-    v = facts.parse(out)
+        label=agent.LABEL, ca_bundle_path=agent.CA_BUNDLE if p.ca_bundle else None, lines=LOG_LINES)
+    return "verify", script, lambda s, res: _verified(s, res, expected_version)
+
+
+def _verified(s: Session, res: ssh.Result, expected_version: str) -> None:
+    p, r, book = s.plan, s.result, s.book
+    if res.rc != 0:
+        raise HostFailed(f"verify: {s.failure(res)}")
+    v = facts.parse(res.out)
     lines = v.get("log_line", [])
     events = agentlog.parse("\n".join(lines))
     r.log = [s.mask(line) for line in lines[-LOG_EXCERPT:]]

@@ -24,7 +24,7 @@ def run(s: Session) -> None:
         return
     common.preflight(s, None, needs_pod=bool(p.pod_url))
     options = [o for o in p.options if o.partition("=")[0] in changed]
-    common.configure(s, options, proxy, p.ca_bundle if "ca_bundle" in changed else None,
-                     {**s.applied, **p.digests}, s.applied.get("fingerprint", ""))
-    common.verify(s, r.version_before)
+    common.apply(s, [common.configure(s, options, proxy, p.ca_bundle if "ca_bundle" in changed else None,
+                                      {**s.applied, **p.digests}, s.applied.get("fingerprint", "")),
+                     common.verify(s, r.version_before)])
     r.status, r.reason = "changed", s.with_notes("changed: " + ", ".join(sorted(changed)))

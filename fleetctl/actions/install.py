@@ -24,9 +24,12 @@ def run(s: Session) -> None:
         r.status, r.reason = "ok", keep or None
         return
     f = common.preflight(s, pkg, needs_pod=True)
+    parts = []
     if need_install:
         distribute.stage(s, f, pkg)
-        common.install_package(s, "install", pkg)
-    common.configure(s, p.options, common.proxy_change(s, all_settings=True), p.ca_bundle, p.digests, p.fingerprint)
-    common.verify(s, pkg.version if need_install else r.version_before)
+        parts.append(common.install_package(s, "install", pkg))
+    parts.append(common.configure(s, p.options, common.proxy_change(s, all_settings=True), p.ca_bundle, p.digests,
+                                  p.fingerprint))
+    parts.append(common.verify(s, pkg.version if need_install else r.version_before))
+    common.apply(s, parts)  # one privileged round trip: install, configure, verify
     r.status, r.reason = "changed", s.with_notes(keep)

@@ -23,8 +23,10 @@ def run(s: Session) -> None:
         return
     f = common.preflight(s, pkg, needs_pod=bool(p.pod_url))
     distribute.stage(s, f, pkg)
-    common.install_package(s, "upgrade", pkg)
+    parts = [common.install_package(s, "upgrade", pkg)]
     if p.ca_bundle:  # the bundle lives inside the app bundle, which the upgrade replaced
-        common.configure(s, [], None, p.ca_bundle, {**s.applied, **p.digests}, s.applied.get("fingerprint", ""))
-    common.verify(s, pkg.version)
+        parts.append(common.configure(s, [], None, p.ca_bundle, {**s.applied, **p.digests},
+                                      s.applied.get("fingerprint", "")))
+    parts.append(common.verify(s, pkg.version))
+    common.apply(s, parts)  # one privileged round trip
     r.status, r.reason = "changed", s.with_notes(None)

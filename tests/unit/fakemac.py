@@ -6,6 +6,7 @@ then asserts the steps the session ran, so a replay that drifts from the code fa
 """
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,6 +25,9 @@ NOW = "2026-11-26 10:00:00"
 LOG = "2026-11-26 10:00:0{s}.100 [qualys-cloud-agent][412]:[{level}]:[7]:{message}"
 
 
+STEPS = re.compile(r"printf '\\n%s %s\\n' (\S+) (\d+)\nprintf [^\n]*>&2\n\(\n(.*?)\n\) \|\| exit\n", re.S)
+
+
 class FakeConnection:
     def __init__(self, replies: list[tuple[str, Result]]):
         self.replies = list(replies)
@@ -33,10 +37,32 @@ class FakeConnection:
         self.transport = SimpleNamespace(get_remote_server_key=lambda: host_key)  # a relay pins it
         self.fabric = SimpleNamespace(user="admin")
 
-    def run(self, script: str, mode: str, password: str | None = None, timeout: float = 900) -> Result:
+    def run(self, script: str, mode: str, password: str | None = None, timeout: float = 900,
+            on_output=None) -> Result:
+        parts = STEPS.findall(script)
+        if parts:  # several steps over one channel (templates/steps.sh.j2): each replays its own reply
+            return self._steps(parts, mode, password, on_output)
         assert self.replies, f"the session ran one step more than the test replays:\n{script[:300]}"
         self.scripts.append((script, mode, password))
         return self.replies.pop(0)[1]
+
+    def _steps(self, parts, mode, password, on_output) -> Result:
+        """What steps.sh.j2 prints on a Mac: a boundary line on each stream before each part, and
+        the channel ends with the first part that fails."""
+        out = err = ""
+        rc = 0
+        for boundary, index, part in parts:
+            assert self.replies, f"the session ran one step more than the test replays:\n{part[:300]}"
+            self.scripts.append((part, mode, password))
+            reply = self.replies.pop(0)[1]
+            out += f"\n{boundary} {index}\n" + reply.out
+            err += f"\n{boundary} {index}\n" + reply.err
+            rc = reply.rc
+            if rc != 0:
+                break
+        if on_output:
+            on_output(out.encode())
+        return Result(rc, out, err)
 
     def stream(self, command: str, source, progress, timeout: float = 3600) -> Result:
         data = source.read()
