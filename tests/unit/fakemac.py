@@ -31,7 +31,8 @@ STEPS = re.compile(r"printf '\\n%s %s\\n' (\S+) (\d+)\nprintf [^\n]*>&2\n\(\n(.*
 class FakeConnection:
     def __init__(self, replies: list[tuple[str, Result]]):
         self.replies = list(replies)
-        self.scripts: list[tuple[str, str, str | None]] = []  # (script, mode, password) as sent
+        self.scripts: list[tuple[str, str, str | None]] = []  # (script, mode, password) as sent, per step
+        self.channels = 0  # channels opened (several steps may share one)
         self.bytes_sent = 0
         host_key = SimpleNamespace(get_name=lambda: "ssh-ed25519", get_base64=lambda: "AAAAC3NzaC1lZDI1NTE5AAAAIFake")
         self.transport = SimpleNamespace(get_remote_server_key=lambda: host_key)  # a relay pins it
@@ -39,6 +40,7 @@ class FakeConnection:
 
     def run(self, script: str, mode: str, password: str | None = None, timeout: float = 900,
             on_output=None) -> Result:
+        self.channels += 1
         parts = STEPS.findall(script)
         if parts:  # several steps over one channel (templates/steps.sh.j2): each replays its own reply
             return self._steps(parts, mode, password, on_output)

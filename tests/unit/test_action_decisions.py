@@ -28,6 +28,29 @@ def test_fresh_mac_is_installed_configured_and_verified(tmp_path, pkgs):
     assert "ActivationId=" + m.ACTIVATION in configure and "path.HostIdSearchDir=/etc/" in configure
 
 
+def test_install_configure_and_verify_share_one_privileged_channel(tmp_path, pkgs):
+    """One sudo for the three, yet each is its own step with its own output; a failing installer
+    ends the channel: configure and verify never start, nothing after it is reported as done."""
+    result, conn = m.run(tmp_path, pkgs, ROLLOUT, [
+        ("probe", m.probe(version=None, daemon_pid="", hostid="0")), ("preflight", m.preflight()),
+        ("upload", m.OK), ("install", Result(0, "installer: The install was successful.\n", "")),
+        ("configure", Result(0, "Setting permission for user: root\n", "")), ("verify", m.verify())])
+    assert conn.channels == 4 and [mode for _, mode, _ in conn.scripts[3:]] == ["sudo -n /bin/sh -s"] * 3
+    steps = {s.name: s for s in result.steps}
+    assert steps["install"].detail == "installer: The install was successful."
+    assert steps["configure"].detail == "Setting permission for user: root"
+    assert steps["verify"].detail.startswith("version=6.1.0.20")
+    failed, conn = m.run(tmp_path, pkgs, ROLLOUT, [
+        ("probe", m.probe(version=None, daemon_pid="", hostid="0")), ("preflight", m.preflight()),
+        ("upload", m.OK), ("install", Result(1, "installer: The install failed. (disk full)\n", ""))])
+    assert failed.status == "failed" and "disk full" in failed.reason
+    assert [(s.name, s.status) for s in failed.steps][-1] == ("install", "failed") and conn.channels == 4
+    tool, _ = m.run(tmp_path, pkgs, "action: configure\nagent:\n  LogLevel: 4\n", [
+        ("probe", m.probe()), ("preflight", m.preflight()),
+        ("configure", Result(2, "", "ERROR: LogLevel must be 0..5\n"))])
+    assert (tool.status, tool.reason) == ("failed", "configure: ERROR: LogLevel must be 0..5")
+
+
 def test_converged_mac_is_left_alone_in_one_round_trip(tmp_path, pkgs):
     """What configure wrote on the Mac is what the next probe reads back."""
     _, conn = m.run(tmp_path, pkgs, ROLLOUT, [
