@@ -27,6 +27,8 @@ CREATE TABLE IF NOT EXISTS relays (
   run_id TEXT, name TEXT, PRIMARY KEY (run_id, name));
 CREATE TABLE IF NOT EXISTS progress (
   run_id TEXT, at REAL, converged INTEGER, pending INTEGER, failed INTEGER);
+CREATE TABLE IF NOT EXISTS platform (
+  run_id TEXT, name TEXT, agent_uuid TEXT, state TEXT, detail TEXT, updated REAL, PRIMARY KEY (run_id, name));
 CREATE TABLE IF NOT EXISTS identities (
   inventory TEXT, name TEXT, serial TEXT, hardware_uuid TEXT, ether TEXT, host_key TEXT, address TEXT,
   first_seen REAL, last_seen REAL, PRIMARY KEY (inventory, name));
@@ -216,6 +218,27 @@ class Journal:
         with self.lock:
             return self.db.execute("DELETE FROM identities WHERE inventory = ? AND name = ?",
                                    (inventory, name)).rowcount > 0
+
+    # platform_uninstall: each Mac's agent goes on the platform too (platform.py). States: 'mac' (its
+    # agent UUID is known, the Mac-side uninstall not yet done), 'due', 'done'. Written before each
+    # step, so a resume never repeats a platform uninstall and never skips one.
+    def platform_known(self, run_id: str, name: str, agent_uuid: str) -> None:
+        self._write("INSERT INTO platform VALUES (?,?,?,'mac',NULL,?) ON CONFLICT (run_id, name) DO UPDATE SET "
+                    "agent_uuid = excluded.agent_uuid, updated = excluded.updated WHERE state = 'mac'",
+                    (run_id, name, agent_uuid, time.time()))
+
+    def platform_mac_done(self, run_id: str, name: str) -> None:
+        self._write("UPDATE platform SET state = 'due', updated = ? WHERE run_id = ? AND name = ? AND state = 'mac'",
+                    (time.time(), run_id, name))
+
+    def platform_set(self, run_id: str, name: str, state: str, detail: str | None) -> None:
+        self._write("UPDATE platform SET state = ?, detail = ?, updated = ? WHERE run_id = ? AND name = ?",
+                    (state, detail, time.time(), run_id, name))
+
+    def platform_records(self, run_id: str) -> dict[str, tuple[str, str, str | None]]:
+        """Mac -> (agent UUID, state, detail)."""
+        rows = self.db.execute("SELECT name, agent_uuid, state, detail FROM platform WHERE run_id = ?", (run_id,))
+        return {name: (uuid, state, detail) for name, uuid, state, detail in rows.fetchall()}
 
     def finish(self, run_id: str, state: str, note: str | None = None) -> None:
         self._write("UPDATE runs SET state = ?, finished = ?, note = ? WHERE id = ?",

@@ -13,7 +13,7 @@ from fleetctl.errors import UsageError
 ACTIONS = ("install", "upgrade", "uninstall", "configure", "scan", "status")
 KEYS = {"name", "action", "agent", "vars", "verify_timeout", "subscription", "scan", "waves", "max_fail",
         "failure_budget", "health_gate", "checkin_pattern", "scan_done_pattern", "remove_hostid", "step_timeout",
-        "until", "retry_every", "next_wave_after", "wake_wait"}
+        "until", "retry_every", "next_wave_after", "wake_wait", "platform_uninstall"}
 NEXT_WAVE = ("reached", "converged")
 SCAN_TYPES = ("vm", "pc", "inv", "udc", "sca", "vmpc")
 
@@ -44,6 +44,8 @@ class Playbook:
     retry_every: int | None = None
     next_wave_after: str = "reached"  # or "converged": a campaign's wave waits for its pending Macs
     wake_wait: int = 60  # seconds between a Wake-on-LAN packet and trying the Mac again
+    # uninstall: also uninstall each agent on the Qualys platform (frees its licence; platform.py)
+    platform_uninstall: bool = False
 
     @property
     def log_level_warning(self) -> str | None:
@@ -107,6 +109,12 @@ def load(path: Path) -> Playbook:
     remove_hostid = data.get("remove_hostid", False)
     if not isinstance(remove_hostid, bool):
         raise UsageError(f"{path}:{data.line_of('remove_hostid')}: remove_hostid must be true or false")
+    platform_uninstall = data.get("platform_uninstall", False)
+    if not isinstance(platform_uninstall, bool):
+        raise UsageError(f"{path}:{data.line_of('platform_uninstall')}: platform_uninstall must be true or false")
+    if platform_uninstall and action != "uninstall":
+        raise UsageError(f"{path}:{data.line_of('platform_uninstall')}: platform_uninstall belongs to an uninstall "
+                         f"playbook (action: uninstall), not action: {action}")
     step_timeout = 900
     if "step_timeout" in data:
         where = f"{path}:{data.line_of('step_timeout')}"
@@ -116,7 +124,7 @@ def load(path: Path) -> Playbook:
     return Playbook(path, action, str(data.get("name") or action), clean, dict(variables), timeout,
                     subscription, scan_type, throttle, scan_timeout, waves, max_fail, budget, gate,
                     _pattern(path, data, "checkin_pattern"), _scan_done(path, data), remove_hostid, step_timeout,
-                    **_campaign(path, data))
+                    platform_uninstall=platform_uninstall, **_campaign(path, data))
 
 
 def _campaign(path: Path, data) -> dict[str, Any]:

@@ -51,6 +51,7 @@ class HostResult:
     silent: bool = False  # unreachable with nothing answering at its address (asleep, away): worth waking
     woken_by: str | None = None  # the neighbour whose Wake-on-LAN packet this Mac answered after, in this run
     serial: str | None = None  # hardware identity, as macOS printed it (ioreg)
+    platform: str | None = None  # platform_uninstall: the platform's side ("done: …", "due: …"), from the journal
     # a campaign's view of this Mac (ISO times, from the journal): how it converged
     attempts: int = 0
     first_attempt: str | None = None

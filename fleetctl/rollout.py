@@ -14,7 +14,8 @@ from rich.console import Console
 from rich.table import Table
 
 from fleetctl import campaign as campaigns
-from fleetctl import engine, identity, inventory, outfile, playbook, relay, report, report_files, wake
+from fleetctl import engine, identity, inventory, outfile, platform, platform_sweep, playbook, relay, report
+from fleetctl import report_files, wake
 from fleetctl.actions import ACTIONS
 from fleetctl.campaign import Campaign, not_seen_reason, until_text
 from fleetctl.errors import UsageError
@@ -76,6 +77,8 @@ def _scripts(p: HostPlan, book: playbook.Playbook) -> str:
     parts = ACTIONS[book.action].scripts(p, book)
     if p.site:  # run by a reachable neighbour when this Mac does not answer (--no-wake: never)
         parts += wake.Send([]).scripts(p, book)
+    if book.platform_uninstall:
+        parts += platform_sweep.scripts(p)
     return "\n".join(f"# --- {name}\n{text}" for name, text in parts)
 
 
@@ -84,15 +87,18 @@ def _warn(book: playbook.Playbook, console: Console) -> None:
         console.print(book.log_level_warning, style="yellow", markup=False, highlight=False)
 
 
-def _finish(journal: Journal, run_id: str, action: str, state: str, console: Console, outputs: Outputs) -> int:
+def _finish(journal: Journal, run_id: str, book: playbook.Playbook, state: str, console: Console,
+            outputs: Outputs) -> int:
     journal.finish(run_id, state)
     journal.record_progress(run_id)
     record = journal.run(run_id)
     results = results_of(journal, run_id)
     report.summary(console, results)
-    if action == "uninstall":
-        console.print("Note: each Mac's asset record, licence and results stay on the Qualys platform; "
-                      "remove them there.")
+    if book.platform_uninstall:
+        _platform_summary(journal, run_id, console)
+    elif book.action == "uninstall":
+        console.print("Note: each Mac's asset record, licence and results stay on the Qualys platform; remove them "
+                      "there, or let fleetctl do it: platform_uninstall: true in the playbook.")
     console.print(f"run {run_id}: {state}" + (f"; {convergence(journal, record)}" if record.until else ""))
     if state == "waiting" and record.until:
         console.print(f"Continue with `fleetctl resume {run_id}` (e.g. from cron: "
@@ -117,7 +123,7 @@ def convergence(journal: Journal, record) -> str:
     return text
 
 
-def _execute(runner: Runner, waves: list, total_hosts: int, outputs: Outputs) -> int:
+def _execute(runner: Runner, waves: list, total_hosts: int, outputs: Outputs, inventory_path: Path) -> int:
     """Run the waves; whatever happens, Macs caught mid-way go back to pending in the journal."""
     journal, run_id = runner.journal, runner.run_id
     try:
@@ -130,7 +136,34 @@ def _execute(runner: Runner, waves: list, total_hosts: int, outputs: Outputs) ->
         journal.reset_unfinished(run_id)
     if runner.campaign and state == "waiting" and runner.campaign.over(time.time()):
         state = _deadline(journal, run_id, runner.campaign)
-    return _finish(journal, run_id, runner.book.action, state, runner.console, outputs)
+    if runner.book.platform_uninstall and state != "interrupted":
+        state = _platform(journal, run_id, inventory_path, runner.secrets, state, runner.console)
+    return _finish(journal, run_id, runner.book, state, runner.console, outputs)
+
+
+def _platform(journal: Journal, run_id: str, inventory_path: Path, secrets: Secrets, state: str,
+              console: Console) -> str:
+    """The platform side of an uninstall sweep; a run with platform uninstalls still due is not done."""
+    names = list(journal.platform_records(run_id))
+    hosts = inventory.load(inventory_path).select(",".join(names)) if names else []
+    left = platform_sweep.sweep(journal, run_id, hosts, secrets, _say(console))
+    if left and state == "done":
+        console.print(f"{left} Mac(s) uninstalled here are not yet uninstalled on the platform; finish with "
+                      f"`fleetctl resume {run_id}`", style="yellow", markup=False, highlight=False)
+        return "waiting"
+    return state
+
+
+def _platform_summary(journal: Journal, run_id: str, console: Console) -> None:
+    records = journal.platform_records(run_id)
+    counts: dict[str, int] = {}
+    for _, state, _ in records.values():
+        counts[state] = counts.get(state, 0) + 1
+    console.print(f"platform: {counts.get('done', 0)} done, {counts.get('due', 0)} due, {counts.get('mac', 0)} "
+                  "waiting for their Mac-side uninstall", markup=False, highlight=False)
+    for name, (_, state, detail) in sorted(records.items()):
+        if state == "due":
+            console.print(f"  {name}: {detail or 'due'}", style="yellow", markup=False, highlight=False)
 
 
 def _deadline(journal: Journal, run_id: str, campaign: Campaign) -> str:
@@ -148,6 +181,7 @@ def _deadline(journal: Journal, run_id: str, campaign: Campaign) -> str:
 def results_of(journal: Journal, run_id: str) -> list[HostResult]:
     out = []
     seen = journal.attempts(run_id)
+    platform_side = journal.platform_records(run_id)
     for name, _, state, reason, result in journal.hosts(run_id):
         if result:
             steps = [Step(**s) for s in result.pop("steps", [])]
@@ -157,6 +191,9 @@ def results_of(journal: Journal, run_id: str) -> list[HostResult]:
         else:
             r = HostResult(name, status="pending" if state in ("pending", "running") else state,
                            reason=reason or "not started")
+        if name in platform_side:
+            _, side, detail = platform_side[name]
+            r.platform = f"{side}: {detail or 'not tried yet'}" if side != "mac" else "due once the Mac uninstall succeeds"
         a = seen.get(name)
         if a:
             r.attempts = a.attempts
@@ -180,6 +217,7 @@ def run(playbook_path: Path, inventory_path: Path, limit: str | None, extra: tup
     secrets = Secrets(prompt)
     book, inv, plans = _plans(playbook_path, inventory_path, limit, extra, secrets)
     _warn(book, console)
+    _check_platform(book, plans, secrets, console)
     campaign = campaigns.of(until or book.until, retry_every if retry_every is not None else book.retry_every,
                             "--until" if until else f"{book.path}: until")
     if stay and not campaign:
@@ -194,11 +232,32 @@ def run(playbook_path: Path, inventory_path: Path, limit: str | None, extra: tup
                   + (f", a campaign until {datetime.fromtimestamp(campaign.until):%Y-%m-%d %H:%M}" if campaign else ""))
     runner = _runner(journal, run_id, book, plans, secrets, forks, accept_new, console, use_relays, campaign,
                      use_wake, inventory_path, extra)
-    code = _execute(runner, waves, len(plans), outputs)
+    code = _execute(runner, waves, len(plans), outputs, inventory_path)
     if stay:
         return stay_until_done(journal, run_id, console, lambda: resume(
             run_id, None, accept_new, outputs, console, prompt, journal, use_relays, use_wake), code)
     return code
+
+
+def _check_platform(book: playbook.Playbook, plans: list[HostPlan], secrets: Secrets, console: Console) -> None:
+    """platform_uninstall: the API's settings, credentials and answer, before any Mac is touched."""
+    if book.platform_uninstall and plans:
+        platform.check_access(platform.clients([p.host for p in plans], secrets, _say(console)))
+
+
+def _say(console: Console) -> Callable[[str], None]:
+    """-v: each platform API call, as it is made (never its credentials)."""
+    if report.verbosity >= 1:
+        return lambda text: console.print(text, markup=False, highlight=False)
+    return lambda text: None
+
+
+def _close(journal: Journal, record, state: str, console: Console, outputs: Outputs, prompt) -> int:
+    """A resume with no Mac left to try: the platform's side when due, then the report."""
+    book = playbook.load(Path(record.playbook))
+    if book.platform_uninstall:
+        state = _platform(journal, record.id, Path(record.inventory), Secrets(prompt), state, console)
+    return _finish(journal, record.id, book, state, console, outputs)
 
 
 def _runner(journal: Journal, run_id: str, book, plans: list[HostPlan], secrets: Secrets, forks: int, accept_new: bool,
@@ -237,7 +296,7 @@ def resume(run_id: str, forks: int | None, accept_new: bool, outputs: Outputs, c
     hosts = journal.hosts(run_id)
     if campaign:
         if campaign.over(time.time()):
-            return _finish(journal, run_id, record.action, _deadline(journal, run_id, campaign), console, outputs)
+            return _close(journal, record, _deadline(journal, run_id, campaign), console, outputs, prompt)
         pending, next_due = journal.due(run_id, time.time())
         if not pending and next_due:
             console.print(f"run {run_id}: nothing due; {convergence(journal, record)}")
@@ -245,8 +304,7 @@ def resume(run_id: str, forks: int | None, accept_new: bool, outputs: Outputs, c
     else:
         pending = [n for n, _, s, _, _ in hosts if s not in DONE]  # failed Macs get another go too
     if not pending:
-        journal.finish(run_id, "done")
-        return _finish(journal, run_id, record.action, "done", console, outputs)
+        return _close(journal, record, "done", console, outputs, prompt)
     secrets = Secrets(prompt)
     book, inv, plans = _plans(Path(record.playbook), Path(record.inventory), ",".join(pending), record.extra, secrets)
     spec = {i: w for i, (w, _) in enumerate(assign([n for n, *_ in hosts], inv.groups, book.waves, book.max_fail))}
@@ -256,10 +314,11 @@ def resume(run_id: str, forks: int | None, accept_new: bool, outputs: Outputs, c
     waves = [(spec.get(i, spec[max(spec)]), [n for n in names if campaign or n in pending]) for i, names in sorted(by_wave.items())]
     journal.start(run_id, book.action, Path(record.playbook), Path(record.inventory), record.limit,
                   tuple(record.extra), forks or record.forks, [(n, 0) for n in pending], resume=True)
+    _check_platform(book, plans, secrets, console)
     console.print(f"resuming run {run_id}: {len(pending)} Macs" + (" due" if campaign else " left"))
     runner = _runner(journal, run_id, book, plans, secrets, forks or record.forks, accept_new, console, use_relays,
                      campaign, use_wake, Path(record.inventory), record.extra)
-    code = _execute(runner, waves, len(hosts), outputs)
+    code = _execute(runner, waves, len(hosts), outputs, Path(record.inventory))
     if stay:
         return stay_until_done(journal, run_id, console, lambda: resume(
             run_id, forks, accept_new, outputs, console, prompt, journal, use_relays, use_wake), code)

@@ -11,7 +11,7 @@ from typing import Any, Callable
 from rich.console import Console
 
 from fleetctl import engine, identity, relay, report, status, wake
-from fleetctl.actions import ACTIONS
+from fleetctl.actions import ACTIONS, uninstall
 from fleetctl.campaign import Campaign
 from fleetctl.journal import DONE, Journal
 from fleetctl.plan import HostPlan
@@ -39,6 +39,9 @@ class Runner:
         self.failed_total = 0
         self.lock = threading.Lock()
         self.woken: dict[str, str] = {}  # Mac -> the neighbour that sent it a Wake-on-LAN packet
+        self.action = ACTIONS[book.action]
+        if book.platform_uninstall:  # each agent UUID is journaled before its Mac-side uninstall
+            self.action = uninstall.Remembering(lambda name, uuid: journal.platform_known(run_id, name, uuid))
 
     def _say(self, text: str) -> None:
         self.console.print(text, markup=False, highlight=False)
@@ -116,6 +119,8 @@ class Runner:
         """Write a finished Mac to the journal; False when it is not finished (stays pending)."""
         if result.status == "pending":
             return False
+        if self.book.platform_uninstall and result.status in DONE:
+            self.journal.platform_mac_done(self.run_id, result.name)
         if result.name in self.woken:
             if result.status == "unreachable":
                 result.reason = (f"{result.reason}; still no answer {self.book.wake_wait}s after "
@@ -143,7 +148,7 @@ class Runner:
     def _run(self, plans: list[HostPlan], events: Events, action=None) -> list[HostResult | None]:
         relays = self._relays(plans) if action is None else None
         try:
-            return engine.run_all(action or ACTIONS[self.book.action], plans, self.book, self.secrets, self.forks,
+            return engine.run_all(action or self.action, plans, self.book, self.secrets, self.forks,
                                   self.accept_new, events, self.stop, self.abort, self._interrupted, relays,
                                   self.identities if action is None else None)
         finally:

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import click
 
-from fleetctl.cli.common import cli, FILE, INVENTORY, LIMIT, out, prompt
+from fleetctl.cli.common import cli, err, FILE, INVENTORY, LIMIT, out, prompt
 
 
 STEP_TIMEOUT = click.option("--step-timeout", type=click.IntRange(10, 3600), default=120, show_default=True,
@@ -108,3 +109,48 @@ def logs_cmd(hosts: tuple[str, ...], inventory_path: Path, since: str, level: st
     selected = status.select(inventory_path, ",".join(hosts))
     sys.exit(status.logs(selected, status.collect_secrets(selected, prompt()), status.parse_since(since), level,
                          accept_new_hostkeys, out(), step_timeout))
+
+
+@cli.command("platform")
+@INVENTORY
+@LIMIT
+@click.option("--forks", "-f", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option("--accept-new-hostkeys", is_flag=True, help="Trust keys of Macs seen for the first time.")
+@click.option("--json", "json_path", type=FILE, help="Write each Mac's view and flags as JSON; '-' for stdout.")
+@click.option("--stale-after", default="2d", show_default=True, metavar="DURATION",
+              help="Flag an agent whose last check-in is older than this (30m, 12h, 2d).")
+@click.option("--scan-playbook", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Flag Macs whose agent lacks a module this scan playbook's scan type needs.")
+@click.option("--needs-module", multiple=True, metavar="MODULE",
+              help="Flag Macs whose agent lacks this module (e.g. AGENT_VM, AGENT_PC, AGENT_SCA); repeatable.")
+@STEP_TIMEOUT
+def platform_cmd(inventory_path: Path, limit: str | None, forks: int, accept_new_hostkeys: bool,
+                 json_path: Path | None, stale_after: str, scan_playbook: Path | None, needs_module: tuple[str, ...],
+                 step_timeout: int) -> None:
+    """What the Qualys platform lists for each Mac's agent, beside what the Mac says.
+
+    Each Mac is asked (read-only, one SSH connection) for its agent UUID (the hostid file);
+    the Qualys API is asked for that agent and for other records with its name. Flags: not
+    known to the platform, two records for one Mac, last check-in too old, a module not
+    activated. The API user is the secrets qualys_api_user and qualys_api_password; the API
+    server comes from server_uri, or the inventory variable qualys_api_url. Exit status 0
+    when nothing is flagged, 3 otherwise.
+
+    \b
+    Example:
+      fleetctl platform -i inventory.yml --scan-playbook playbooks/scan.yml --json platform.json
+    """
+    from fleetctl import platform, report, status
+    from fleetctl.waves import parse_duration
+
+    stale = parse_duration(stale_after, f"--stale-after {stale_after!r}", "--stale-after")
+    needs = platform.needed_modules(scan_playbook, needs_module)
+    hosts = status.select(inventory_path, limit)
+    console = out(json_path)
+    say = (lambda text: err.print(text, markup=False, highlight=False)) if report.verbosity >= 1 else (lambda text: None)
+    views = platform.sweep(hosts, status.collect_secrets(hosts, prompt()), forks, accept_new_hostkeys, step_timeout,
+                           timedelta(seconds=stale), needs, say)
+    platform.show(console, views)
+    if json_path:
+        platform.write_json(json_path, views)
+    sys.exit(platform.exit_code(views))
