@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from fleetctl.lab import hosts, proxy
+from fleetctl.lab import hosts, network, podlimits, proxy
 from fleetctl.lab.personas import HostSpec
 from fleetctl.lab.state import LabState
 
@@ -54,6 +54,12 @@ def write_inventory(state: LabState, pkgs: dict[str, Path]) -> Path:
             "lab_proxy2_user": proxy.USER2,  # a second account, for per-proxy credentials
             "lab_proxy2_password_file": str(lab_dir / "proxy2-password"),
             "lab_sudo_password_file": str(lab_dir / "sudo-password"),
+            # The platform API (lab/podapi.py) at the pod's address, its certificate the CA to trust;
+            # fleetctl takes the user and password from its secrets qualys_api_user/_password.
+            "qualys_api_url": f"https://{network.pod_address(state.slot)}",
+            "qualys_api_ca": str(lab_dir / "pod" / "cert.pem"),
+            "lab_api_user": podlimits.API_USER,
+            "lab_api_password_file": str(lab_dir / "api-password"),
         },
         "hosts": host_vars,
         **({"children": children} if children else {}),

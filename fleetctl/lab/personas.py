@@ -36,6 +36,12 @@ TRAITS = {
     "behind-bastion": "accepts SSH only through the lab's jump host (ProxyJump)",
     "relay-dies": "as a relay, serves half of a relay-*.pkg with cat, then its SSH session dies",
     "relay-corrupts": "as a relay, serves a relay-*.pkg with cat with one byte flipped in the middle",
+    "other-subscription": "its agent checks in to another subscription (another CustomerId and ActivationId, as "
+                          "if an MDM profile or an old activation provisioned it elsewhere): the API user's "
+                          "search never finds it",
+    "duplicate-record": "leaves a duplicate platform record: the host id of its first contact lands outside "
+                        "HostIdSearchDir, so the agent checks in again as new; two records, one name, the older "
+                        "never checking in again",
     "hostile-output": "a broken or compromised Mac: terminal escapes, HTML, NUL, invalid UTF-8 and a huge line in "
                       "its agent log and tool output; an on-demand scan that drips output forever",
     # Laptops (lab/laptops.py drives them): a client sees them as it sees a Mac that is not there.

@@ -1,8 +1,10 @@
-"""The lab's Qualys "pod": an HTTPS endpoint that records every agent check-in.
+"""The lab's Qualys "pod": an HTTPS endpoint that records every agent check-in, and answers
+the platform API (podapi.py) about the agents that reached it.
 
 Runs as its own process (`python -m fleetctl.lab.pod`); tests read DIR/pod/checkins.jsonl.
 Like the real platform it assigns the host ID: the agent only learns (and writes) its
-hostid from the answer to a check-in.
+hostid from the answer to a check-in. The controller calls the API at the pod's address:
+its certificate names both the pod's host name and that address.
 """
 from __future__ import annotations
 
@@ -16,24 +18,39 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-ACTIVATED_MODULES = ["vm", "pc", "inv"]
+from fleetctl.lab import podapi, podlimits
+
+ACTIVATED_MODULES = ["vm", "pc", "inv"]  # the manifests an agent of another subscription gets
+MODULE_MANIFESTS = {"AGENT_VM": "vm", "AGENT_PC": "pc", "AGENT_SCA": "sca"}  # inv comes with every agent
 MAX_BODY = 64 << 10
 HANDSHAKE_TIMEOUT_S = 10  # a client that never finishes its TLS handshake frees its thread
 
 
-def make_certificate(pod_dir: Path, name: str) -> Path:
-    """A self-signed certificate for NAME; Macs trust it as the lab's root CA."""
+def make_certificate(pod_dir: Path, name: str, address: str | None = None) -> Path:
+    """A self-signed certificate for NAME (and ADDRESS, where the controller calls the API);
+    Macs and the controller trust it as the lab's root CA. Made again when the names change
+    (a lab started again in the same DIR may get another address)."""
     pod_dir.mkdir(parents=True, exist_ok=True)
-    cert, key = pod_dir / "cert.pem", pod_dir / "key.pem"
-    if not cert.exists() or not key.exists():
+    cert, key, names = pod_dir / "cert.pem", pod_dir / "key.pem", pod_dir / "cert.names"
+    san = f"DNS:{name}" + (f",IP:{address}" if address else "")
+    if not cert.exists() or not key.exists() or not names.exists() or names.read_text() != san:
         subprocess.run(
             ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
              "-keyout", str(key), "-out", str(cert), "-days", "3650", "-subj", f"/CN={name}",
-             "-addext", f"subjectAltName=DNS:{name}"],
+             "-addext", f"subjectAltName={san}"],
             check=True, capture_output=True,
         )
         key.chmod(0o600)
+        names.write_text(san)
     return cert
+
+
+def agent_modules(pod_dir: Path, customer_id: object) -> list[str]:
+    """The manifests a check-in's answer names: the subscription's activated modules (api.json)."""
+    config = podlimits.read_config(pod_dir)
+    if customer_id != config.customer_id:
+        return ACTIVATED_MODULES
+    return [*(MODULE_MANIFESTS[m] for m in config.modules if m in MODULE_MANIFESTS), "inv"]
 
 
 def assign_hostid(checkin: dict) -> str:
@@ -45,20 +62,37 @@ def assign_hostid(checkin: dict) -> str:
 class Pod(BaseHTTPRequestHandler):
     server_version = "QualysPod/fleetlab"
     log_file: Path
+    api: podapi.Api
     lock = threading.Lock()
 
     def _reply(self, status: int, body: dict) -> None:
-        data = json.dumps(body).encode()
+        self._send(status, json.dumps(body).encode(), {"Content-Type": "application/json"})
+
+    def _send(self, status: int, data: bytes, headers: dict[str, str]) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        for name, value in headers.items():
+            self.send_header(name, value)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+    def _api(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if not 0 <= length <= podapi.MAX_API_BODY:
+            self._send(413, b"", {})
+            return
+        body = self.rfile.read(length) if length else b""
+        host = self.headers.get("Host") or self.server.server_address[0]
+        answer = self.api.handle(self.path, dict(self.headers.items()), body, host)
+        self._send(answer.status, answer.body, answer.headers)
 
     def do_GET(self) -> None:  # reachability probes (preflight) get a plain answer
         self._reply(200, {"service": "Qualys CloudAgent pod (fleetlab)"})
 
     def do_POST(self) -> None:
+        if self.path.startswith("/qps/"):
+            self._api()
+            return
         length = int(self.headers.get("Content-Length") or 0)
         if not self.path.endswith("/CloudAgent/checkin") or not 0 < length <= MAX_BODY:
             self._reply(404, {"error": "unknown endpoint"})
@@ -76,7 +110,8 @@ class Pod(BaseHTTPRequestHandler):
                        time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         with self.lock, open(self.log_file, "a") as f:
             f.write(json.dumps(checkin, sort_keys=True) + "\n")
-        self._reply(200, {"status": "ok", "hostid": hostid, "modules": ACTIVATED_MODULES})
+        modules = agent_modules(self.log_file.parent, checkin.get("customer_id"))
+        self._reply(200, {"status": "ok", "hostid": hostid, "modules": modules})
 
     def log_message(self, format: str, *args) -> None:
         pass
@@ -113,6 +148,7 @@ def main() -> None:
     parser.add_argument("--max-hours", type=float, default=72, help="stop by itself after this long")
     args = parser.parse_args()
     Pod.log_file = args.dir / "checkins.jsonl"
+    Pod.api = podapi.Api(args.dir)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(args.dir / "cert.pem", args.dir / "key.pem")
     server = PodServer((args.address, args.port), Pod, context)

@@ -8,6 +8,14 @@ scans. SIGTERM stops it.
 The hostid is written by the daemon, not the configuration tool: after a successful
 contact, whenever <HostIdSearchDir>/qualys/hostid is missing, with the id the platform
 answered (it keeps the one the agent sent, or assigns one on first contact).
+
+Personas the platform sees (lab/personas.py):
+  other-subscription  its check-ins carry OTHER_SUBSCRIPTION's CustomerId and ActivationId, whatever
+                      the configuration file says: the agent was provisioned elsewhere (an MDM profile,
+                      an old activation) and nothing on the Mac tells
+  duplicate-record    the host id of its first contact is written outside HostIdSearchDir (the guide's
+                      mismatch that makes duplicate assets), at STRAY_HOSTIDS' first other path; the agent
+                      finds no hostid and checks in again as new at once, keeping the second one for good
 """
 import json
 import os
@@ -40,6 +48,9 @@ CHATTY_LINES = [
     ("Debug", "ERROR: counter reset to 0 (not an error)"),
 ]
 LOG_ERRORS_LINE = "Data collection failed for module INV: command timed out"
+OTHER_SUBSCRIPTION = {"customer_id": "0d5e9c1b-7a3f-4e62-9b18-c4f2a6d8e301",
+                      "activation_id": "5f1c7e3a-92d4-4b8e-a6f0-3d2b9c8e7a14"}
+STRAY_HOSTIDS = ("/private/var/qualys/hostid", "/etc/qualys/hostid")
 
 
 def version() -> str:
@@ -102,8 +113,19 @@ def _connection(uri, proxy, context):
     return conn
 
 
-def _check_in(conn, uri, body: bytes) -> dict:
+def _os_name() -> str:
+    """What the agent reports as the Mac's system (sw_vers' ProductVersion, from the lab's host facts)."""
     try:
+        with open(LAB + "/host.json") as f:
+            return "macOS " + json.load(f)["product_version"]
+    except (OSError, ValueError, KeyError):
+        return "macOS"
+
+
+def _check_in(conn, uri, fields: dict) -> dict:
+    try:
+        conn.connect()  # the inventory it sends names the Mac's own address on this route
+        body = json.dumps({**fields, "address": conn.sock.getsockname()[0]}).encode()
         conn.request("POST", uri.path.rstrip("/") + "/checkin", body, {"Content-Type": "application/json"})
         reply = conn.getresponse()
         answer = json.loads(reply.read() or b"{}")
@@ -130,16 +152,16 @@ def contact(config: dict, hostid: str):
         import random
 
         random.shuffle(proxies)
-    body = json.dumps({
-        "hostid": hostid, "agent_version": version(), "customer_id": config["CustomerId"],
-        "activation_id": config["ActivationId"], "hostname": socket.gethostname(),
-    }).encode()
+    fields = {"hostid": hostid, "agent_version": version(), "customer_id": config["CustomerId"],
+              "activation_id": config["ActivationId"], "hostname": socket.gethostname(), "os": _os_name()}
+    if "other-subscription" in host_traits():
+        fields.update(OTHER_SUBSCRIPTION)
     context = _tls_context()
     failures = []
     for proxy in proxies or [None]:  # with proxies configured, never a direct connection
         shown = f"{proxy['host']}:{proxy['port']}" if proxy else "none"
         try:
-            answer = _check_in(_connection(uri, proxy, context), uri, body)
+            answer = _check_in(_connection(uri, proxy, context), uri, fields)
         except (OSError, ValueError, http.client.HTTPException) as e:
             failures.append(f"proxy {shown}: {e}" if proxy else f"{uri.hostname}:{uri.port or 443}: {e}")
             if proxy:
@@ -172,6 +194,8 @@ def cycle(config: dict, known_hostid: str) -> str:
     path = hostid_path(config)
     hostid = read_hostid(path) or known_hostid
     answer = contact(config, hostid)
+    if answer is not None and not hostid and "duplicate-record" in host_traits():
+        answer = _lose_first_hostid(config, path, answer)
     if HOSTILE in host_traits():
         log_bytes("Error", HOSTILE_CYCLE_LINE, config)
     if answer is not None:
@@ -183,6 +207,16 @@ def cycle(config: dict, known_hostid: str) -> str:
             write_atomic(path, hostid + "\n", 0o644)
     run_ondemand(config, online=answer is not None)
     return hostid
+
+
+def _lose_first_hostid(config: dict, path: str, answer: dict):
+    """duplicate-record: the first host id goes where HostIdSearchDir does not look; the agent,
+    finding none, checks in again as a new agent. Once per Mac: the stray file stays."""
+    stray = next(p for p in STRAY_HOSTIDS if p != path)
+    if os.path.exists(stray) or not answer.get("hostid"):
+        return answer
+    write_atomic(stray, answer["hostid"] + "\n", 0o644)
+    return contact(config, "")
 
 
 def _update(path: str, req: dict, key: str) -> None:
