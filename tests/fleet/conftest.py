@@ -13,7 +13,7 @@ from urllib.parse import quote
 import pytest
 import yaml
 
-from fleetctl.lab import proxy
+from fleetctl.lab import podlimits, proxy
 
 # One host per persona (and a few healthy spares), so tests that change a Mac never collide.
 PERSONAS = ",".join([
@@ -217,6 +217,21 @@ class Lab:
         secret = self.proxy_password(user) if password is None else password
         return base.replace("https://", f"https://{quote(user, safe='')}:{quote(secret, safe='')}@")
 
+    def api_settings(self) -> dict:
+        """DIR/pod/api.json: the pod API's user, subscription, modules and limits (lab/podlimits.py)."""
+        return json.loads((self.dir / "pod" / "api.json").read_text())
+
+    def set_api(self, **changes) -> dict:
+        """Change api.json while the lab runs (the pod reads it on every call); returns the old settings."""
+        old = self.api_settings()
+        (self.dir / "pod" / "api.json").write_text(json.dumps({**old, **changes}))
+        return old
+
+    def api_credentials(self) -> tuple[str, str]:
+        """The pod API's user and password, as the inventory points to them."""
+        vars_ = self.inventory["all"]["vars"]
+        return vars_["lab_api_user"], Path(vars_["lab_api_password_file"]).read_text().strip()
+
     def proxy_access(self) -> list[dict]:
         """What the lab proxy's front recorded: client, target, user, outcome."""
         path = self.dir / "proxy" / "access.jsonl"
@@ -228,9 +243,12 @@ def lab_env(lab_dir: Path) -> dict:
     env = {**os.environ, "FLEETCTL_ACTIVATION_ID": ACTIVATION, "FLEETCTL_CUSTOMER_ID": CUSTOMER,
            "FLEETCTL_STATE_DIR": str(lab_dir / "state")}
     for secret, name in (("FLEETCTL_LAB_SUDO_PASSWORD", "sudo-password"),
-                         ("FLEETCTL_LAB_PROXY_PASSWORD", "proxy-password")):
+                         ("FLEETCTL_LAB_PROXY_PASSWORD", "proxy-password"),
+                         ("FLEETCTL_QUALYS_API_PASSWORD", "api-password")):
         if (lab_dir / name).exists():
             env[secret] = (lab_dir / name).read_text().strip()
+    if (lab_dir / "api-password").exists():  # the pod API's user (lab/podlimits.py), for fleetctl platform
+        env["FLEETCTL_QUALYS_API_USER"] = podlimits.API_USER
     return env
 
 
