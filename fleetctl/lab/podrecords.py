@@ -88,21 +88,24 @@ class Records:
         try:
             with open(self.checkins_file, "rb") as f:
                 f.seek(self._offset)
-                data = f.read()
+                for line in f:
+                    if not line.endswith(b"\n"):
+                        break
+                    self._offset += len(line)
+                    self._replay_uninstalls()
+                    self._seen += 1
+                    try:
+                        checkin = json.loads(line)
+                    except ValueError:
+                        continue
+                    if isinstance(checkin, dict):
+                        self._apply(checkin)
         except FileNotFoundError:
-            data = b""
-        complete = data[:data.rfind(b"\n") + 1]
-        self._offset += len(complete)
-        for line in complete.splitlines():
-            while self._pending and self._pending[0]["after_checkins"] <= self._seen:
-                self._drop(int(self._pending.pop(0)["id"]))
-            self._seen += 1
-            try:
-                checkin = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(checkin, dict):
-                self._apply(checkin)
+            pass
+        self._replay_uninstalls()
+
+    def _replay_uninstalls(self) -> None:
+        """The uninstalls made when the pod had read as many check-ins as now."""
         while self._pending and self._pending[0]["after_checkins"] <= self._seen:
             self._drop(int(self._pending.pop(0)["id"]))
 
