@@ -72,7 +72,8 @@ def _sub(parent: ET.Element, tag: str, text: object = None) -> ET.Element:
 
 
 def _response(host: str, schema: str) -> ET.Element:
-    return ET.Element("ServiceResponse", {f"{{{XSI}}}noNamespaceSchemaLocation": f"https://{host}/qps/xsd/2.0/am/{schema}"})
+    location = f"https://{host}/qps/xsd/2.0/am/{schema}"
+    return ET.Element("ServiceResponse", {f"{{{XSI}}}noNamespaceSchemaLocation": location})
 
 
 def _xml(root: ET.Element) -> bytes:
@@ -123,7 +124,8 @@ def _request(body: bytes) -> ET.Element:
     try:
         root = ET.fromstring(body)
     except ET.ParseError as e:
-        raise ApiError("INVALID_REQUEST", f"Invalid XML in request: {e}.", "Send a well-formed ServiceRequest.") from None
+        raise ApiError("INVALID_REQUEST", f"Invalid XML in request: {e}.",
+                       "Send a well-formed ServiceRequest.") from None
     if root.tag != "ServiceRequest":
         raise ApiError("INVALID_REQUEST", f"Unexpected root element '{root.tag}'.", "Send a ServiceRequest.")
     return root
@@ -191,8 +193,8 @@ class Api:
         path = path.partition("?")[0]
         auth = headers.get("authorization")
         if not self._authorized(config, auth):
-            error = ApiError("INVALID_CREDENTIALS", "Authentication failed", "Verify both, user and password credentials.",
-                             401 if auth is None else 200)
+            error = ApiError("INVALID_CREDENTIALS", "Authentication failed",
+                             "Verify both, user and password credentials.", 401 if auth is None else 200)
             extra = {"WWW-Authenticate": 'Basic realm="Qualys API"'} if auth is None else {}
             return self._answer(error.status, error_body(host, error), {**self.limits.peek(config), **extra})
         admission = self.limits.admit(config)

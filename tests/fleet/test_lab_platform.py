@@ -98,7 +98,8 @@ def test_other_subscription_is_never_found(platform):
     assert found(lab, ("name", "EQUALS", "mac-002")) == []
     assert "mac-002" not in [a.findtext("name") for a in found(lab)]
     # the Mac looks provisioned for our subscription; its agent reports to another one
-    assert f"CustomerId={CUSTOMER}" in mac.ok("sudo cat '/Library/Application Support/QualysCloudAgent/Config/qualys-cloud-agent.conf'")
+    conf = "'/Library/Application Support/QualysCloudAgent/Config/qualys-cloud-agent.conf'"
+    assert f"CustomerId={CUSTOMER}" in mac.ok(f"sudo cat {conf}")
     assert {c["customer_id"] for c in lab.checkins_from(mac)} == {"0d5e9c1b-7a3f-4e62-9b18-c4f2a6d8e301"}
 
 
