@@ -45,7 +45,7 @@ def probe_values(action: Action) -> dict:
     """What the probe (and the state step) are rendered with; an action may add its own."""
     return {"package_id": agent.PACKAGE_ID, "label": agent.LABEL, "defaults": agent.Paths(),
             "applied_file": APPLIED_FILE, "proxy_file": agent.PROXY_FILE, "log_lines": 0, "window": [],
-            "identity": False, "ports": False,
+            "identity": False, "ports": False, "preflight": None,
             **getattr(action, "probe_values", {})}
 
 
@@ -70,6 +70,7 @@ class Session:
         self.paths = agent.Paths()  # where this Mac's agent logs and keeps its hostid
         self.notes: list[str] = []  # warnings that do not fail the Mac, shown with its result
         self.probe_output = ""  # the probe's raw output (doctor --record keeps it)
+        self.probe: dict[str, list[str]] = {}  # what the probe printed, parsed
         self.has_root = False  # privileged steps possible (root login, sudo -n or a sudo password)
 
     def step(self, name: str, script: str, privileged: bool = False, check: bool = True) -> ssh.Result:
@@ -196,8 +197,11 @@ class Session:
         known = self.identities.get(p.host.name) if self.identities else None
         values = probe_values(action)
         values.update(identity=bool(self.identities), ports=bool(self.identities) and not (known and known.ether))
+        with_probe = getattr(action, "with_probe", None)  # what the action asks the probe to read too
+        if with_probe:
+            values.update(with_probe(p))
         self.probe_output = self.step("probe", render.render("probe", **values)).out
-        probe = facts.parse(self.probe_output)
+        probe = self.probe = facts.parse(self.probe_output)
         if self.identities:
             self._check_identity(probe)
         r.arch, r.macos = facts.first(probe, "arch") or None, facts.first(probe, "macos") or None

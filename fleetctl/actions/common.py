@@ -9,6 +9,7 @@ from typing import Callable
 from fleetctl import agent, agentlog, facts, relay, render, ssh
 from fleetctl.engine import HostFailed, Session
 from fleetctl.plan import HostPlan, Package
+from fleetctl.results import Step
 
 LOG_EXCERPT = 20  # agent log lines kept per Mac for the reports
 LOG_LINES = 2000  # agent records read back since the run began
@@ -31,13 +32,24 @@ def require_agent(s: Session, hint: str = "; roll it out with action install") -
         raise HostFailed(f"the agent is not installed{hint}", status="skipped")
 
 
+WITH_PROBE = "read with the probe"  # a preflight's step detail when the probe carried it
+
+
+def preflight_script(p: HostPlan, needs_pod: bool) -> str:
+    return render.render("preflight", staged=[p.staged(k) for k in p.packages.values()], group=p.group,
+                         routes=p.routes if needs_pod else [], pod_url=p.pod_url, run_as=p.run_as,
+                         sudo_command=p.sudo_command)
+
+
 def preflight(s: Session, pkg: Package | None, needs_pod: bool) -> dict:
-    """Second round trip, only for a Mac that is about to change: the spec's requirements."""
+    """Only for a Mac that is about to change: the spec's requirements. A second round trip,
+    unless the probe already read them (a Mac with no agent: install's with_probe)."""
     p = s.plan
-    f = facts.parse(s.step("preflight", render.render(
-        "preflight", staged=[p.staged(k) for k in p.packages.values()], group=p.group,
-        routes=p.routes if needs_pod else [], pod_url=p.pod_url, run_as=p.run_as,
-        sudo_command=p.sudo_command), privileged=p.sudo_command is not None).out)
+    if facts.first(s.probe, "preflight") == "with-probe":
+        f = s.probe
+        s.result.steps.append(Step("preflight", "ok", 0.0, WITH_PROBE))
+    else:
+        f = facts.parse(s.step("preflight", preflight_script(p, needs_pod), privileged=p.sudo_command is not None).out)
     _requirements(s, f, needs_pod)
     return f
 

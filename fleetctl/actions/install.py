@@ -13,6 +13,12 @@ def scripts(plan: HostPlan, book: Playbook) -> list[tuple[str, str]]:
         plan.options, plan.proxy_content, plan.ca_bundle, "<sha256 of each setting, the agent's paths>"))]
 
 
+def with_probe(plan: HostPlan) -> dict:
+    """A Mac with no agent will be installed: its preflight rides with the probe, one round trip
+    fewer. Not when preflight needs root (UseSudo: sudo -l -U), which the probe has yet to learn."""
+    return {} if plan.sudo_command is not None else {"preflight": common.preflight_script(plan, needs_pod=True)}
+
+
 def run(s: Session) -> None:
     p, r = s.plan, s.result
     pkg = common.package_for(s)

@@ -51,6 +51,25 @@ def test_install_configure_and_verify_share_one_privileged_channel(tmp_path, pkg
     assert (tool.status, tool.reason) == ("failed", "configure: ERROR: LogLevel must be 0..5")
 
 
+def test_a_mac_without_the_agent_is_preflighted_by_its_probe(tmp_path, pkgs):
+    """No receipt: the Mac will be installed, so the probe carries preflight (3 channels in all);
+    its checks still stop the Mac before any change."""
+    fresh = m.probe(version=None, daemon_pid="", hostid="0")
+    carried = Result(0, fresh.out + "preflight=with-probe\n" + m.preflight().out, "")
+    result, conn = m.run(tmp_path, pkgs, ROLLOUT, [("probe", carried), ("upload", m.OK), ("install", m.OK),
+                                                   ("configure", m.OK), ("verify", m.verify())])
+    assert result.status == "changed" and conn.channels == 3
+    assert [s.name for s in result.steps] == ["probe", "preflight", "upload", "install", "configure", "verify"]
+    probe = conn.scripts[0][0]
+    assert 'if [ -z "$agent_version" ]; then' in probe and "curl -sS -o /dev/null" in probe
+    low = Result(0, fresh.out + "preflight=with-probe\n" + m.preflight(disk_free_kb=80 * 1024).out, "")
+    failed, conn = m.run(tmp_path, pkgs, ROLLOUT, [("probe", low)])
+    assert failed.status == "failed" and "free disk 80 MB" in failed.reason and conn.channels == 1
+    assert (failed.steps[-1].name, failed.steps[-1].status) == ("preflight", "failed")
+    configure, conn = m.run(tmp_path, pkgs, "action: configure\n", [("probe", m.probe())])
+    assert "curl" not in conn.scripts[0][0]  # only install's probe carries a preflight
+
+
 def test_converged_mac_is_left_alone_in_one_round_trip(tmp_path, pkgs):
     """What configure wrote on the Mac is what the next probe reads back."""
     _, conn = m.run(tmp_path, pkgs, ROLLOUT, [
