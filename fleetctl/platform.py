@@ -162,7 +162,7 @@ def _compare(client: Client, macs: list[MacView], stale: timedelta, needs: list[
         if len(same) > 1:
             others = ", ".join(f"asset {a.asset_id} (agent {a.agent_uuid[:8]}…, last check-in "
                                f"{a.last_checkin:%Y-%m-%d %H:%M} UTC)" if a.last_checkin else f"asset {a.asset_id}"
-                               for a in same.values() if a is not newest)
+                               for a in same.values() if a.asset_id != newest.asset_id)
             v.flag("duplicate record", f"{len(same)} platform records for this Mac: {others} besides asset "
                    f"{newest.asset_id}; uninstall the stale one on the platform (the guide's duplicate asset)")
         if not newest.last_checkin or now - newest.last_checkin > stale:

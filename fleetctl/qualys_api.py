@@ -149,14 +149,14 @@ class Client:
         self.http = requests.Session()
         self.http.auth = (user, password)  # section a: HTTP Basic
         self.http.headers.update({"Content-Type": "text/xml", "X-Requested-With": "fleetctl"})
-        self.http.verify = ca_bundle or True
+        self.verify = ca_bundle or True  # per request: REQUESTS_CA_BUNDLE in the environment beats a session's
         self.calls = 0
 
     def post(self, path: str, body: bytes) -> ET.Element:
         waited = 0.0
         for attempt in range(1, 6):
             try:
-                reply = self.http.post(self.url + path, data=body, timeout=TIMEOUT_S, stream=True)
+                reply = self.http.post(self.url + path, data=body, timeout=TIMEOUT_S, stream=True, verify=self.verify)
                 try:
                     content = reply.raw.read(MAX_ANSWER + 1, decode_content=True)
                 finally:

@@ -108,6 +108,8 @@ def _finish(journal: Journal, run_id: str, book: playbook.Playbook, state: str, 
         return ExitCode.HALTED
     if state == "interrupted":
         return ExitCode.INTERRUPTED
+    if book.platform_uninstall and any(r.platform and r.platform.startswith("due") for r in results):
+        return ExitCode.FAILED  # licences not yet freed: the admin resumes once the platform answers
     return exit_code(results)
 
 
@@ -248,7 +250,7 @@ def _check_platform(book: playbook.Playbook, plans: list[HostPlan], secrets: Sec
 def _say(console: Console) -> Callable[[str], None]:
     """-v: each platform API call, as it is made (never its credentials)."""
     if report.verbosity >= 1:
-        return lambda text: console.print(text, markup=False, highlight=False)
+        return lambda text: console.print(text, markup=False, highlight=False, soft_wrap=True)
     return lambda text: None
 
 

@@ -147,7 +147,8 @@ def platform_cmd(inventory_path: Path, limit: str | None, forks: int, accept_new
     needs = platform.needed_modules(scan_playbook, needs_module)
     hosts = status.select(inventory_path, limit)
     console = out(json_path)
-    say = (lambda text: err.print(text, markup=False, highlight=False)) if report.verbosity >= 1 else (lambda text: None)
+    say = (lambda text: err.print(text, markup=False, highlight=False, soft_wrap=True)) if report.verbosity >= 1 \
+        else (lambda text: None)
     views = platform.sweep(hosts, status.collect_secrets(hosts, prompt()), forks, accept_new_hostkeys, step_timeout,
                            timedelta(seconds=stale), needs, say)
     platform.show(console, views)

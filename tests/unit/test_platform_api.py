@@ -38,7 +38,7 @@ class FakeHttp:
     def __init__(self, *replies: Reply):
         self.replies, self.sent = list(replies), []
 
-    def post(self, url: str, data: bytes, timeout: float, stream: bool) -> Reply:
+    def post(self, url: str, data: bytes, timeout: float, stream: bool, verify) -> Reply:
         self.sent.append((url, ET.fromstring(data)))
         return self.replies.pop(0)
 

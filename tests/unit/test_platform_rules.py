@@ -2,6 +2,7 @@
 resume), the flags `fleetctl platform` raises, and the playbook keys, with a fake API client."""
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -31,7 +32,7 @@ class FakeClient:
             raise self.error
         key = {"agentUuid": "agent_uuid", "name": "name"}[field]
         values = set(values)
-        return [a for a in self.records if getattr(a, key) in values]
+        return [replace(a) for a in self.records if getattr(a, key) in values]  # a new object per answer, as HTTP
 
     def uninstall(self, asset_id: str) -> None:
         self.uninstalled.append(asset_id)
@@ -142,6 +143,7 @@ def test_flags_unknown_duplicate_stale_and_missing_module():
                      "mac-old": ["check-in too old"], "mac-elsewhere": ["unknown to the platform"]}
     dup = views[1]
     assert dup.asset_ids == ["22", "23"] and "asset 23 (agent 99999999…" in dup.flags[0].detail
+    assert "asset 22 (" not in dup.flags[0].detail  # the current record is not its own duplicate
     assert views[0].known and views[0].version == "6.1.0.28" and views[3].known is False
     assert platform.exit_code(views) == 3 and platform.exit_code(views[:1]) == 0
 
