@@ -61,6 +61,11 @@ def test_rollout_then_rerun_is_a_no_op(fleet, tmp_path):
         state = ["state"] if name == "mac-004" else []  # sudo -n cannot read root-only state there
         assert [s["name"] for s in host["steps"]] == ["probe", *state, "preflight", "upload", "install", "configure",
                                                       "verify"]
+        # install, configure and verify share one sudo channel, yet each step keeps its own output
+        steps = {s["name"]: s for s in host["steps"]}
+        assert "installer: The install was successful." in steps["install"]["detail"], steps["install"]
+        assert "Setting permission for user: root" in steps["configure"]["detail"], steps["configure"]
+        assert "log_line=" in steps["verify"]["detail"] and "installer:" not in steps["verify"]["detail"]
         checkin = lab.wait_checkin(_hostid(lab, name))
         assert checkin["customer_id"] == CUSTOMER
     assert by_name["mac-016"]["arch"] == "x86_64" and by_name["mac-016"]["macos"] == "12.7.6"
