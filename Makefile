@@ -34,12 +34,15 @@ fleet: install
 DEMO_SECRETS = FLEETCTL_ACTIVATION_ID=4b2ea2a4-5d0c-4d8f-9d3a-0d7c2f2d1a11 \
 	FLEETCTL_CUSTOMER_ID=8c1f0a55-2e3b-4b7c-a1d9-6f7e8d9c0b22 \
 	FLEETCTL_LAB_SUDO_PASSWORD="$$(cat .fleetlab/sudo-password)" \
-	FLEETCTL_LAB_PROXY_PASSWORD="$$(cat .fleetlab/proxy-password)"
+	FLEETCTL_LAB_PROXY_PASSWORD="$$(cat .fleetlab/proxy-password)" \
+	FLEETCTL_QUALYS_API_USER=flab_api1 FLEETCTL_QUALYS_API_PASSWORD="$$(cat .fleetlab/api-password)"
 demo: install
 	@if [ -d .fleetlab ]; then $(VENV)/bin/fleetctl lab down || true; fi
-	$(VENV)/bin/fleetctl lab up --hosts 8 --personas "x86_64*2,sudo-password,lowdisk,installer-fails,proxy-only"
+	$(VENV)/bin/fleetctl lab up --hosts 8 --personas "x86_64*2,sudo-password,lowdisk,installer-fails,proxy-only,duplicate-record"
 	$(DEMO_SECRETS) $(VENV)/bin/fleetctl run playbooks/rollout.yml -i .fleetlab/inventory.yml \
 		--json .fleetlab/report.json --html .fleetlab/report.html || test $$? -eq 3
+	@echo "What the (simulated) Qualys platform lists for each Mac:"
+	$(DEMO_SECRETS) $(VENV)/bin/fleetctl platform -i .fleetlab/inventory.yml -q || test $$? -eq 3
 	@echo "Reports: .fleetlab/report.json, .fleetlab/report.html (open it in a browser)."
 	@echo "Run it again to see every healthy Mac 'ok' with nothing uploaded."
 

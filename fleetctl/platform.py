@@ -193,14 +193,15 @@ def needed_modules(scan_playbook: Path | None, extra: tuple[str, ...]) -> list[s
 
 
 def show(console: Console, views: list[MacView]) -> None:
-    groups: dict[tuple[str, ...], list[str]] = defaultdict(list)
+    groups: dict[tuple[bool, str], list[str]] = defaultdict(list)
     for v in views:
-        groups[tuple(sorted({f.kind for f in v.flags}, key=KINDS.index))].append(v.name)
-    for flags, names in sorted(groups.items(), key=lambda kv: (bool(kv[0]), -len(kv[1]))):
+        kinds = "; ".join(sorted({f.kind for f in v.flags}, key=KINDS.index))
+        quiet = "no agent on the Mac" if v.on_mac == "no agent" else "known to the platform, nothing to act on"
+        groups[(bool(kinds), kinds or quiet)].append(v.name)
+    for (flagged, label), names in sorted(groups.items(), key=lambda kv: (kv[0][0], -len(kv[1]))):
         shown = ", ".join(names[:8]) + (" …" if len(names) > 8 else "")
-        line = f"{len(names)} Mac{'s' if len(names) > 1 else ''}: " + ("; ".join(flags) or "known to the platform, "
-                                                                            "nothing to act on") + f" ({shown})"
-        console.print(line, style="yellow" if flags else "green", markup=False, highlight=False)
+        console.print(f"{len(names)} Mac{'s' if len(names) > 1 else ''}: {label} ({shown})",
+                      style="yellow" if flagged else "green", markup=False, highlight=False)
     if report.verbosity < 0:
         return
     table = Table(title="the platform's view of each Mac")

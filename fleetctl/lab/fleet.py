@@ -23,7 +23,7 @@ from pathlib import Path
 from rich.console import Console
 
 from fleetctl.errors import LabError, UsageError
-from fleetctl.lab import hosts, identity, network, personas, pkgbuild, pod, podlimits, processes, proxy
+from fleetctl.lab import hosts, identity, network, personas, pkgbuild, pod, podlimits, podrecords, processes, proxy
 from fleetctl.lab.inventory import write_inventory, write_known_hosts
 from fleetctl.lab.processes import in_mount_namespace, kill, spawn
 # What callers (CLI, tests, bench) use from here, wherever it lives now.
@@ -146,6 +146,7 @@ def up(lab_dir: Path, count: int, persona_spec: str, progress: Console | None = 
         client_pub = _client_key(lab_dir)
         pod.make_certificate(lab_dir / "pod", hosts.POD_NAME, network.pod_address(slot))
         podlimits.write_config(lab_dir)
+        podrecords.forget(lab_dir / "pod")
         hosts.write_lab_etc(lab_dir, slot, specs, _secret_hash(lab_dir))
         hosts.write_macbin(lab_dir)
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)

@@ -24,6 +24,13 @@ FIRST_ASSET_ID = 84047001  # the size of real asset ids (docs/qualys-platform-ap
 FIRST_QWEB_ID = 107800001
 
 
+def forget(pod_dir: Path) -> None:
+    """A new lab is a new subscription: an earlier lab's agents, under the same Mac names, would
+    otherwise show as duplicate records of this lab's."""
+    for name in ("checkins.jsonl", "uninstalled.jsonl"):
+        (pod_dir / name).unlink(missing_ok=True)
+
+
 @dataclass
 class Record:
     id: int
