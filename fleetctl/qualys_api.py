@@ -13,8 +13,6 @@ from typing import Callable, Iterable
 from urllib.parse import urlsplit
 
 import defusedxml.ElementTree as SafeET
-import requests
-import urllib3
 from defusedxml import DefusedXmlException
 
 from fleetctl.errors import FleetError, UsageError
@@ -145,6 +143,8 @@ class Client:
 
     def __init__(self, url: str, user: str, password: str, ca_bundle: str | None = None, max_wait_s: int = 300,
                  say: Callable[[str], None] = lambda text: None, sleep: Callable[[float], None] = time.sleep):
+        import requests  # here, not at the top: every `fleetctl run` imports this module, few call the API
+
         self.url, self.max_wait_s, self.say, self.sleep = url, max_wait_s, say, sleep
         self.http = requests.Session()
         self.http.auth = (user, password)  # section a: HTTP Basic
@@ -153,6 +153,9 @@ class Client:
         self.calls = 0
 
     def post(self, path: str, body: bytes) -> ET.Element:
+        import requests
+        import urllib3
+
         waited = 0.0
         for attempt in range(1, 6):
             try:
